@@ -1,0 +1,177 @@
+"""The leader-election record and its encoding as a Lease spec: pure functions, no I/O.
+
+The record is what client-go's ``LeaderElectionRecord`` is, field for field, so a Go and a
+Python candidate can share one Lease. Times are ``MicroTime``: the API server parses them with
+Go's layout ``2006-01-02T15:04:05.000000Z07:00``, which demands exactly six fractional digits
+(``datetime.isoformat()`` drops them when ``microsecond == 0``, and the server answers 400), so
+we format and parse them ourselves.
+
+Decoding never raises on a malformed spec: a Lease written by someone else is data, not a
+contract. Whatever cannot be read is left out of the record and named in ``problems``; the
+elector decides how much of such a record to trust.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+__all__ = [
+    "LeaseRecord",
+    "format_micro_time",
+    "lease_duration_seconds",
+    "parse_micro_time",
+    "record_from_spec",
+    "spec_from_record",
+]
+
+# Exactly what Go's time.Parse accepts for the layout "2006-01-02T15:04:05.000000Z07:00".
+_MICRO_TIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})(?:(Z)|([+-])(\d{2}):(\d{2}))"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """The leader-election fields of a Lease spec.
+
+    Attributes:
+        holder_identity: the holder; ``""`` means the lease is free (released or never held).
+        lease_duration_seconds: how long the holder's claim lasts after each renewal, as the
+            holder wrote it; ``None`` when missing or invalid.
+        acquire_time: when the holder acquired the lease (for people; never used to decide).
+        renew_time: when the holder last renewed (for people; never used to decide).
+        lease_transitions: how many times the holder has changed.
+        problems: what could not be read from the spec, one phrase each; empty when well formed.
+    """
+
+    holder_identity: str = ""
+    lease_duration_seconds: int | None = None
+    acquire_time: datetime | None = None
+    renew_time: datetime | None = None
+    lease_transitions: int = 0
+    problems: tuple[str, ...] = ()
+
+    @property
+    def is_free(self) -> bool:
+        """True when nobody holds the lease: it may be acquired at once."""
+        return self.holder_identity == ""
+
+
+def format_micro_time(moment: datetime) -> str:
+    """Format an aware datetime as a Kubernetes MicroTime: UTC, six fractional digits, ``Z``.
+
+    Raises:
+        ValueError: if ``moment`` is naive (its instant would be a guess).
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"MicroTime needs an aware datetime, got naive {moment!r}")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_micro_time(text: str) -> datetime:
+    """Parse a Kubernetes MicroTime exactly as the API server does; returns an aware UTC datetime.
+
+    Raises:
+        ValueError: unless ``text`` has six fractional digits and ``Z`` or a ``±HH:MM`` offset.
+    """
+    match = _MICRO_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a MicroTime (expected YYYY-MM-DDTHH:MM:SS.ffffff and Z or ±HH:MM)"
+        )
+    year, month, day, hour, minute, second, micros, zulu, sign, off_h, off_m = match.groups()
+    if zulu:
+        tz = timezone.utc
+    else:
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = timezone(-offset if sign == "-" else offset)
+    moment = datetime(
+        int(year), int(month), int(day), int(hour), int(minute), int(second), int(micros), tz
+    )
+    return moment.astimezone(timezone.utc)
+
+
+def lease_duration_seconds(seconds: float) -> int:
+    """The whole ``leaseDurationSeconds`` written for a duration: rounded up, at least 1.
+
+    Rounding up (client-go truncates) never advertises a shorter claim than the one we keep.
+    """
+    return max(1, math.ceil(seconds))
+
+
+def record_from_spec(spec: object) -> LeaseRecord:
+    """Read the record from a Lease's ``spec`` (a decoded JSON value), never raising."""
+    if not isinstance(spec, Mapping):
+        problem = "spec is missing" if spec is None else f"spec is not an object: {spec!r:.60}"
+        return LeaseRecord(problems=(problem,))
+    problems: list[str] = []
+
+    holder = spec.get("holderIdentity")
+    if holder is None:
+        holder = ""
+    elif not isinstance(holder, str):
+        problems.append(f"holderIdentity is not a string: {holder!r:.60}")
+        holder = repr(holder)
+
+    duration = spec.get("leaseDurationSeconds")
+    if duration is None:
+        if holder:
+            problems.append("leaseDurationSeconds is missing")
+    elif not _is_int(duration) or duration < 1:
+        problems.append(f"leaseDurationSeconds is not a positive integer: {duration!r:.60}")
+        duration = None
+
+    transitions = spec.get("leaseTransitions", 0)
+    if transitions is None:
+        transitions = 0
+    elif not _is_int(transitions) or transitions < 0:
+        problems.append(f"leaseTransitions is not a non-negative integer: {transitions!r:.60}")
+        transitions = 0
+
+    return LeaseRecord(
+        holder_identity=holder,
+        lease_duration_seconds=duration,
+        acquire_time=_read_time(spec, "acquireTime", problems),
+        renew_time=_read_time(spec, "renewTime", problems),
+        lease_transitions=transitions,
+        problems=tuple(problems),
+    )
+
+
+def spec_from_record(record: LeaseRecord) -> dict[str, Any]:
+    """The Lease ``spec`` for a record, as client-go writes it.
+
+    ``holderIdentity`` and ``leaseTransitions`` are always present (an empty holder is a
+    release, not an omission); ``strategy`` and ``preferredHolder`` are never written.
+    """
+    spec: dict[str, Any] = {"holderIdentity": record.holder_identity}
+    if record.lease_duration_seconds is not None:
+        spec["leaseDurationSeconds"] = record.lease_duration_seconds
+    if record.acquire_time is not None:
+        spec["acquireTime"] = format_micro_time(record.acquire_time)
+    if record.renew_time is not None:
+        spec["renewTime"] = format_micro_time(record.renew_time)
+    spec["leaseTransitions"] = record.lease_transitions
+    return spec
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_time(spec: Mapping[str, Any], field: str, problems: list[str]) -> datetime | None:
+    value = spec.get(field)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_micro_time(value)
+        except ValueError:
+            pass
+    problems.append(f"{field} is not a MicroTime: {value!r:.60}")
+    return None

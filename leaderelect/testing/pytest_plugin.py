@@ -1,0 +1,1 @@
+"""pytest fixtures for leaderelect.testing (placeholder until the server lands)."""
