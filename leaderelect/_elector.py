@@ -16,13 +16,14 @@ that took over meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import random
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -30,7 +31,6 @@ from types import TracebackType
 from typing import final
 
 import anyio
-from anyio.abc import TaskGroup
 
 from ._backoff import jittered
 from ._clock import Clock, LoopClock
@@ -46,6 +46,7 @@ from ._errors import (
 from ._lock import LeaseClient, LeaseSnapshot
 from ._observer import LeaseView, follow
 from ._record import LeaseRecord, lease_duration_seconds
+from ._tasks import BackgroundTasks
 
 __all__ = ["FencingToken", "LeaderElector", "Leadership", "default_identity"]
 
@@ -238,6 +239,9 @@ class LeaderElector:
         retry_period: seconds between renewals, and the base of retry back-offs.
         release_on_cancel: when a term ends, write the lease free (holder ``""``) so that a
             follower takes over at once instead of waiting for expiry.
+        watch: follow the Lease with a watch (the default). ``False`` polls it with a GET
+            every jittered ``retry_period``, as client-go does: for API proxies that cannot
+            stream, and for comparison.
         clock: the time source (tests inject one).
         rng: the random source for jitter (tests may seed one).
 
@@ -261,6 +265,7 @@ class LeaderElector:
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
         release_on_cancel: bool = True,
+        watch: bool = True,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -272,6 +277,7 @@ class LeaderElector:
         self._identity = identity
         self._lock = lock
         self._release_on_cancel = bool(release_on_cancel)
+        self._watch = bool(watch)
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
         self._busy = False
@@ -347,28 +353,67 @@ class LeaderElector:
         Exceptions from the callbacks propagate after the lease is released.
         """
         send, receive = anyio.create_memory_object_stream[str | None](math.inf)
-        failure: BaseException | None = None
+        drained = anyio.Event()
 
         async def announce() -> None:
             async with receive:
                 async for leader in receive:
                     assert on_new_leader is not None
                     await on_new_leader(leader)
+            drained.set()
 
-        async with anyio.create_task_group() as tg:
+        async with BackgroundTasks() as tasks:
             if on_new_leader is not None:
-                tg.start_soon(announce)
+                tasks.start_soon(announce)
                 self._leader_listeners.append(send.send_nowait)
+            else:
+                drained.set()
             try:
                 await self._run_terms(on_started_leading, on_stopped_leading, once)
-            except BaseException as exc:  # re-raised below, once the announcer has drained
-                failure = exc
             finally:
                 if on_new_leader is not None:
                     self._leader_listeners.remove(send.send_nowait)
                 send.close()
-        if failure is not None:
-            raise failure
+            await drained.wait()  # deliver the last changes before returning
+
+    @contextlib.asynccontextmanager
+    async def observe(self) -> AsyncIterator[AsyncIterator[str | None]]:
+        """Watch who leads, without campaigning.
+
+        Yields an async iterator of holders: the current one first, then each change
+        (``None`` while the lease is free or absent). It runs its own watch on the Lease
+        (one request, plus a reconnect every few minutes).
+
+        Example:
+            ```python
+            async with elector.observe() as leaders:
+                async for leader in leaders:
+                    print("leader is now", leader)
+            ```
+        """
+        send, receive = anyio.create_memory_object_stream[str | None](math.inf)
+        view = LeaseView()
+        last: list[str | None] = []
+
+        def changed(_: LeaseSnapshot | None) -> None:
+            if not last or last[0] != view.holder:
+                last[:] = [view.holder]
+                send.send_nowait(view.holder)
+
+        view.add_listener(changed)
+        async with BackgroundTasks() as tasks, send, receive:
+            await tasks.start(
+                partial(
+                    follow,
+                    self._lock,
+                    view,
+                    timings=self._timings,
+                    clock=self._clock,
+                    rng=self._rng,
+                    watch=self._watch,
+                )
+            )
+            yield receive
 
     async def _run_terms(
         self,
@@ -529,12 +574,11 @@ class LeaderElector:
                     # lease is still ours in this very term.
                     logger.debug("renewal of lease %s conflicted; re-reading", self.lease)
                     try:
-                        fresh = await self._lock.get(
-                            timeout=min(
-                                max(0.0, term.deadline - self._clock.monotonic()),
-                                timings.renew_deadline / 2,
-                            )
-                        )
+                        left = term.deadline - self._clock.monotonic()
+                        if left <= 0:
+                            term._lose(LossReason.RENEW_DEADLINE)
+                            return
+                        fresh = await self._lock.get(timeout=min(left, timings.renew_deadline / 2))
                     except LeaseError as exc:
                         errors.error(self.lease, exc)
                         await self._pause_within(term, timings.retry_period / 2)
@@ -621,7 +665,7 @@ class _Leading:
     def __init__(self, elector: LeaderElector) -> None:
         self._elector = elector
         self._entered = False
-        self._task_group: TaskGroup | None = None
+        self._background: BackgroundTasks | None = None
         self._term: Leadership | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._remove_leader: Callable[[], None] | None = None
@@ -643,9 +687,8 @@ class _Leading:
         view = LeaseView()
         elector._view = view
         remove_leader = view.add_listener(elector._notify_leader)
-        task_group = anyio.create_task_group()
-        await task_group.__aenter__()
-        self._task_group = task_group
+        background = self._background = BackgroundTasks()
+        task_group = await background.__aenter__()
         try:
             await task_group.start(
                 partial(
@@ -655,6 +698,7 @@ class _Leading:
                     timings=elector._timings,
                     clock=elector._clock,
                     rng=elector._rng,
+                    watch=elector._watch,
                 )
             )
             term = await elector._campaign(view)
@@ -669,22 +713,13 @@ class _Leading:
             scope.__enter__()
         except BaseException:
             remove_leader()
-            await self._close_task_group()
+            await background.close()
             elector._view = None
             elector._busy = False
             raise
         self._remove_leader = remove_leader
         self.led = True
         return term
-
-    async def _close_task_group(self) -> None:
-        task_group = self._task_group
-        assert task_group is not None
-        # Cancel our own tasks and wait for them; shielded, so that a cancellation from
-        # outside cannot cut the wait short and leave them running.
-        task_group.cancel_scope.shield = True
-        task_group.cancel_scope.cancel()
-        await task_group.__aexit__(None, None, None)
 
     async def __aexit__(
         self,
@@ -706,7 +741,8 @@ class _Leading:
             # 2. Stop renewing and watching, and wait for both.
             if self._remove_listener is not None:
                 self._remove_listener()
-            await self._close_task_group()
+            assert self._background is not None
+            await self._background.close()
             # 3. Only now release, shielded from outer cancellation but bounded in time.
             if elector._release_on_cancel and loss in (None, LossReason.RENEW_DEADLINE):
                 with anyio.CancelScope(shield=True):

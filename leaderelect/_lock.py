@@ -397,7 +397,7 @@ class LeaseLock:
             ),
             missing_ok=True,
         )
-        if reply is None:
+        if reply.status == 404:
             return None
         return self._snapshot("get", reply)
 
@@ -416,7 +416,8 @@ class LeaseLock:
             LeaseNotFound: the namespace does not exist.
             LeaseForbidden: the credentials may not ``create`` leases here.
             LeaseInvalid: the server rejected the record.
-            ApiUnavailable: no answer in time, a connection error, 429 or 5xx.
+            ApiUnavailable: no answer in time, a connection error, 429 or 5xx. The write
+                may still have been applied: read the Lease again before deciding.
         """
         body = {
             "apiVersion": _API_VERSION,
@@ -434,7 +435,6 @@ class LeaseLock:
                 _request_timeout=timeout,
             ),
         )
-        assert reply is not None
         return self._snapshot("create", reply)
 
     async def update(
@@ -464,7 +464,8 @@ class LeaseLock:
             LeaseNotFound: the namespace does not exist.
             LeaseForbidden: the credentials may not ``update`` leases here.
             LeaseInvalid: the server rejected the record.
-            ApiUnavailable: no answer in time, a connection error, 429 or 5xx.
+            ApiUnavailable: no answer in time, a connection error, 429 or 5xx. The write
+                may still have been applied: read the Lease again before deciding.
         """
         body = copy.deepcopy(dict(base.obj))
         metadata = dict(body.get("metadata") or {})
@@ -487,7 +488,6 @@ class LeaseLock:
             ),
             resource_version=base.resource_version,
         )
-        assert reply is not None
         return self._snapshot("update", reply)
 
     def watch(
@@ -498,6 +498,10 @@ class LeaseLock:
         The iterator ends when the server closes the stream, which it does after
         ``timeout_seconds``; if it has not after ``timeout_seconds`` plus a few seconds, the
         stream is taken as stalled. Leaving the context always closes the HTTP response.
+
+        Bookmarks are asked for when resuming from ``resource_version``; without one (a
+        plain watch that starts with the current Lease) they are not, because kube-apiserver
+        would then serve a watch-list stream instead.
 
         Args:
             resource_version: resume after this version; ``None`` starts with an ``ADDED``
@@ -529,8 +533,12 @@ class LeaseLock:
         *,
         missing_ok: bool = False,
         resource_version: str | None = None,
-    ) -> _Reply | None:
-        """Send one request and read its whole answer within ``timeout`` seconds."""
+    ) -> _Reply:
+        """Send one request and read its whole answer within ``timeout`` seconds.
+
+        Returns the 2xx answer, or with ``missing_ok`` also a 404 saying this Lease is missing;
+        raises the mapped error for anything else.
+        """
         self._check_usable(timeout)
         try:
             with anyio.fail_after(timeout):
@@ -561,7 +569,7 @@ class LeaseLock:
         if 200 <= reply.status < 300:
             return reply
         if missing_ok and reply.status == 404 and _is_lease_404(reply.body):
-            return None
+            return reply
         raise self._map_error(
             verb,
             status=reply.status,
@@ -690,7 +698,7 @@ class LeaseLock:
             if message is not None and not _RBAC_DENIAL.search(message):
                 # Admission (webhook, ValidatingAdmissionPolicy), quota, or a terminating
                 # namespace: not a missing permission, so do not send anyone to fix RBAC.
-                return fail(LeaseForbidden, f"{what} forbidden by the API server (403){said}")
+                return fail(LeaseForbidden, f"{what} forbidden by the API server ({label}){said}")
             user_match = _DENIED_USER.search(message or "")
             who = f'User "{user_match.group(1)}"' if user_match else "the caller"
             return fail(
@@ -764,13 +772,17 @@ class _LeaseWatch:
         kwargs: dict[str, Any] = {
             "watch": "true",
             "field_selector": f"metadata.name={lock.name}",
-            "allow_watch_bookmarks": "true",
             "timeout_seconds": self._timeout_seconds,
             "_preload_content": False,
             "_request_timeout": self._bound,
         }
-        if self._resource_version is not None:
+        if self._resource_version not in (None, "", "0"):
             kwargs["resource_version"] = self._resource_version
+            # Only when resuming: without a resourceVersion, kube-apiserver (1.3x, WatchList)
+            # takes allowWatchBookmarks=true as a request for a watch-list stream
+            # (sendInitialEvents), which fails with a 500 ERROR event where etcd cannot answer
+            # progress requests, and otherwise changes what the first events mean.
+            kwargs["allow_watch_bookmarks"] = "true"
         try:
             with anyio.fail_after(self._bound):
                 self._response = await lock._api.list_namespaced_lease(lock.namespace, **kwargs)

@@ -20,7 +20,7 @@ from anyio.abc import TaskStatus
 from ._backoff import Backoff, jittered
 from ._clock import Clock
 from ._config import Timings
-from ._errors import LeaseError, LeaseForbidden, WatchExpired
+from ._errors import ApiUnavailable, LeaseError, LeaseForbidden, WatchExpired
 from ._lock import LeaseClient, LeaseSnapshot, WatchEventType
 
 __all__ = ["LeaseView", "follow"]
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 # A watch asks the server to end it after this long, jittered so that many followers do not
 # reconnect together; reconnecting resumes from the last resourceVersion and costs one request.
 _WATCH_SECONDS = (240, 300)
+# A watch that ends sooner than this, with nothing wrong said, counts as a failure.
+_SHORTEST_WATCH = 1.0
 # Consecutive watch failures after which we say, once, that we are polling until it recovers.
 _WATCH_FAILURES_BEFORE_WARNING = 3
 
@@ -139,9 +141,13 @@ async def follow(
     timings: Timings,
     clock: Clock,
     rng: random.Random,
+    watch: bool = True,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Keep ``view`` current until cancelled; reports started after the first successful read."""
+    """Keep ``view`` current until cancelled; reports started after the first successful read.
+
+    With ``watch=False`` it polls like client-go: a GET every jittered ``retry_period``.
+    """
     request_timeout = timings.renew_deadline / 2
     backoff = Backoff(timings.retry_period / 4, 4 * timings.retry_period, rng)
     started = False
@@ -176,9 +182,12 @@ async def follow(
             break
         await anyio.sleep(backoff.next())
     backoff.reset()
+    if not watch:
+        await poll_for(math.inf)
     resource_version = view.snapshot.resource_version if view.snapshot is not None else None
 
     while True:
+        opened_at = clock.monotonic()
         try:
             async with lock.watch(
                 resource_version=resource_version,
@@ -194,6 +203,14 @@ async def follow(
                         polling_announced = False
                     snapshot = None if event.type is WatchEventType.DELETED else event.snapshot
                     view.update(snapshot, clock.monotonic())
+            if clock.monotonic() - opened_at < _SHORTEST_WATCH:
+                # A server that ends watches at once would have us spin; treat it as failing.
+                raise ApiUnavailable(
+                    f"watch on lease {lock.lease} ended after "
+                    f"{clock.monotonic() - opened_at:.3f}s",
+                    lease=lock.lease,
+                    verb="watch",
+                )
         except WatchExpired:
             # Our resourceVersion left the server's window: a watch without one starts with
             # the Lease's current state (a synthetic ADDED), and needs no list permission.

@@ -31,7 +31,8 @@ __all__ = [
 
 # Exactly what Go's time.Parse accepts for the layout "2006-01-02T15:04:05.000000Z07:00".
 _MICRO_TIME = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\.(\d{6})(?:(Z)|([+-])(\d{2}):(\d{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})\.([0-9]{6})"
+    r"(?:(Z)|([+-])([0-9]{2}):([0-9]{2}))"
 )
 
 
@@ -70,7 +71,12 @@ def format_micro_time(moment: datetime) -> str:
     """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"MicroTime needs an aware datetime, got naive {moment!r}")
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(timezone.utc)
+    # Explicit fields: strftime("%Y") does not zero-pad years before 1000, Go's layout does.
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}Z"
+    )
 
 
 def parse_micro_time(text: str) -> datetime:
@@ -90,10 +96,13 @@ def parse_micro_time(text: str) -> datetime:
     else:
         offset = timedelta(hours=int(off_h), minutes=int(off_m))
         tz = timezone(-offset if sign == "-" else offset)
-    moment = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), int(micros), tz
-    )
-    return moment.astimezone(timezone.utc)
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), int(micros), tz
+        )
+        return moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:  # day 31 of April; an offset past year 1/9999
+        raise ValueError(f"{text!r} is not a valid MicroTime: {exc}") from None
 
 
 def lease_duration_seconds(seconds: float) -> int:

@@ -22,6 +22,7 @@ Usage from any test module::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -37,8 +38,9 @@ from _kube import (
     env_flag,
     external_target_parts,
     real_server_missing,
-    write_kubeconfig,
 )
+
+from leaderelect.testing import LeaseApiServer, standard_users
 
 REQUIRE_REAL_SERVER = "LEADERELECT_REQUIRE_REAL_SERVER"
 EXTERNAL_KUBECONFIG = "LEADERELECT_KUBECONFIG"
@@ -77,29 +79,24 @@ def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealServer
 
 
 @pytest.fixture(params=_variants())
-async def kube(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KubeTarget]:
+async def kube(request: pytest.FixtureRequest) -> AsyncIterator[KubeTarget]:
     """The Kubernetes API under test: ``embedded``, ``real`` or ``external``."""
     kind: str = request.param
     test_name = request.node.originalname.removeprefix("test_")
     if kind == "embedded":
-        async with _embedded_target(tmp_path, test_name) as target:
+        async with (
+            LeaseApiServer(users=standard_users()) as server,
+            _closing(_embedded_target(server, test_name)) as target,
+        ):
             yield target
-        return
-    if kind == "real":
+    elif kind == "real":
         real: RealServer = request.getfixturevalue("real_server")
-        target = KubeTarget(
-            "real",
-            url=lambda: real.url,
-            ca_file=lambda: real.ca_file,
-            kubeconfigs={user: real.kubeconfig(user) for user in USERS},
-            tokens=lambda: real.tokens,
-            test_name=test_name,
-            restart=real.restart_apiserver,
-        )
+        async with _closing(_real_target(real, test_name)) as target:
+            yield target
     else:
         kubeconfig = Path(os.environ[EXTERNAL_KUBECONFIG])
         url, ca, tokens = await external_target_parts(kubeconfig)
-        target = KubeTarget(
+        external = KubeTarget(
             "external",
             url=lambda: url,
             ca_file=lambda: ca,
@@ -107,10 +104,8 @@ async def kube(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
             tokens=lambda: tokens,
             test_name=test_name,
         )
-    try:
-        yield target
-    finally:
-        await target.aclose()
+        async with _closing(external) as target:
+            yield target
 
 
 @pytest.fixture
@@ -119,11 +114,54 @@ def lease_name(kube: KubeTarget) -> str:
     return kube.lease_name()
 
 
+@pytest.fixture
+async def kube_pair(
+    request: pytest.FixtureRequest, real_server: RealServer
+) -> AsyncIterator[tuple[KubeTarget, KubeTarget]]:
+    """``(embedded, real)`` side by side, for tests that compare their answers directly."""
+    test_name = request.node.originalname.removeprefix("test_")
+    async with (
+        LeaseApiServer(users=standard_users()) as server,
+        _closing(_embedded_target(server, test_name)) as embedded,
+        _closing(_real_target(real_server, test_name)) as real,
+    ):
+        yield embedded, real
+
+
 @contextlib.asynccontextmanager
-async def _embedded_target(tmp_path: Path, test_name: str) -> AsyncIterator[KubeTarget]:
+async def _closing(target: KubeTarget) -> AsyncIterator[KubeTarget]:
     try:
-        from leaderelect.testing import LeaseApiServer  # noqa: F401
-    except ImportError as exc:
-        pytest.skip(f"leaderelect.testing is not importable: {exc}")
-    raise NotImplementedError
-    yield
+        yield target
+    finally:
+        await target.aclose()
+
+
+def _embedded_target(server: LeaseApiServer, test_name: str) -> KubeTarget:
+    async def compact() -> None:
+        server.compact()
+
+    return KubeTarget(
+        "embedded",
+        url=lambda: server.url,
+        ca_file=lambda: None,
+        kubeconfigs={user: server.kubeconfig(user) for user in USERS},
+        tokens=lambda: {user: server.token(user) for user in USERS},
+        test_name=test_name,
+        server=server,
+        expire_history=compact,
+    )
+
+
+def _real_target(real: RealServer, test_name: str) -> KubeTarget:
+    async def restart() -> None:
+        await asyncio.to_thread(real.restart_apiserver)
+
+    return KubeTarget(
+        "real",
+        url=lambda: real.url,
+        ca_file=lambda: real.ca_file,
+        kubeconfigs={user: real.kubeconfig(user) for user in USERS},
+        tokens=lambda: real.tokens,
+        test_name=test_name,
+        expire_history=restart,
+    )

@@ -64,12 +64,6 @@ def test_format_micro_time_rejects_a_naive_datetime() -> None:
         format_micro_time(datetime(2024, 5, 6, 7, 8, 9))  # noqa: DTZ001
 
 
-@pytest.mark.xfail(
-    reason="_record.py bug: strftime('%Y') does not zero-pad years below 1000 on glibc, "
-    "so the server would reject the time (reported to the lead)",
-    raises=AssertionError,
-    strict=True,
-)
 def test_format_micro_time_pads_years_below_1000() -> None:
     assert format_micro_time(datetime(5, 1, 1, tzinfo=UTC)) == "0005-01-01T00:00:00.000000Z"
 
@@ -138,12 +132,6 @@ def test_parse_micro_time_rejects(text: str) -> None:
         parse_micro_time(text)
 
 
-@pytest.mark.xfail(
-    reason="_record.py bug: the MicroTime regex uses \\d, which matches non-ASCII digits "
-    "that Go's parser rejects (reported to the lead)",
-    raises=pytest.fail.Exception,
-    strict=True,
-)
 def test_parse_micro_time_rejects_non_ascii_digits() -> None:
     with pytest.raises(ValueError):
         parse_micro_time("2024-05-06T07:08:09.12345\u0666Z")  # ARABIC-INDIC DIGIT SIX
@@ -425,13 +413,6 @@ def test_record_from_spec_collects_every_problem() -> None:
     assert not record.is_free
 
 
-@pytest.mark.xfail(
-    reason="_record.py bug: parse_micro_time raises OverflowError (not ValueError) when an "
-    "offset moves the instant outside datetime's range, so record_from_spec raises "
-    "(reported to the lead)",
-    raises=OverflowError,
-    strict=True,
-)
 @pytest.mark.parametrize(
     "text",
     [

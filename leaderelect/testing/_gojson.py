@@ -328,6 +328,9 @@ def parse(data: bytes) -> JsonValue:
 # Encoding
 
 
+_ENCODE_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b", "\f": "\\f"}
+
+
 def _encode_string(text: str) -> str:
     out = ['"']
     for ch in text:
@@ -337,7 +340,7 @@ def _encode_string(text: str) -> str:
         elif ch == "\\":
             out.append("\\\\")
         elif code < 0x20:
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(ch, f"\\u{code:04x}"))
+            out.append(_ENCODE_ESCAPES.get(ch) or f"\\u{code:04x}")
         elif ch in "<>&\u2028\u2029":
             out.append(f"\\u{code:04x}")
         else:

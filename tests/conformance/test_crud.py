@@ -83,7 +83,9 @@ async def test_list_has_resource_version_and_items_without_kind(
     assert listed["items"][0]["metadata"] == created["metadata"]
 
 
-async def test_list_of_an_empty_selection_has_empty_items(kube: KubeTarget, lease_name: str) -> None:
+async def test_list_of_an_empty_selection_has_empty_items(
+    kube: KubeTarget, lease_name: str
+) -> None:
     resp = await kube.raw().get(leases_path(), fieldSelector=f"metadata.name={lease_name}")
     assert resp.status == 200
     assert_json(
@@ -110,7 +112,11 @@ async def test_list_with_limit_pages_with_continue_token(kube: KubeTarget) -> No
     # With a selector the server cannot count what remains: no remainingItemCount.
     assert list(page["metadata"]) == ["resourceVersion", "continue"]
     assert len(page["items"]) == 2
-    query = {"labelSelector": f"set={label}", "limit": "2", "continue": page["metadata"]["continue"]}
+    query = {
+        "labelSelector": f"set={label}",
+        "limit": "2",
+        "continue": page["metadata"]["continue"],
+    }
     rest = (await raw.request("GET", leases_path(), params=query)).json()
     assert list(rest["metadata"]) == ["resourceVersion"]
     assert len(rest["items"]) == 1
@@ -138,9 +144,13 @@ async def test_replace_with_current_resource_version_returns_200_and_a_newer_one
     resp = await raw.request("PUT", leases_path(name=lease_name), created)
     assert resp.status == 200
     replaced = resp.json()
-    assert_json(replaced, lease_body(lease_name, {"holderIdentity": "b", "leaseDurationSeconds": 10}))
+    assert_json(
+        replaced, lease_body(lease_name, {"holderIdentity": "b", "leaseDurationSeconds": 10})
+    )
     assert replaced["metadata"]["uid"] == created["metadata"]["uid"]
-    assert int(replaced["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
+    assert int(replaced["metadata"]["resourceVersion"]) > int(
+        created["metadata"]["resourceVersion"]
+    )
 
 
 async def test_resource_version_is_one_counter_across_leases(kube: KubeTarget) -> None:

@@ -156,7 +156,8 @@ async def test_patch_producing_an_invalid_lease_is_422_of_kind_lease(
     assert resp.json() == status_body(
         422,
         "Invalid",
-        f'Lease.coordination.k8s.io "{lease_name}" is invalid: spec.leaseDurationSeconds: {message}',
+        f'Lease.coordination.k8s.io "{lease_name}" is invalid: '
+        f"spec.leaseDurationSeconds: {message}",
         {
             "name": lease_name,
             "group": GROUP,
@@ -172,9 +173,16 @@ async def test_patch_producing_an_invalid_lease_is_422_of_kind_lease(
     )
 
 
-def _go_json(value: Json) -> str:
-    """``json.Marshal`` of a Go map: compact, keys sorted at every level."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+def _patched_json(obj: Json) -> str:
+    """The patched object as kube-apiserver quotes it in a patch error.
+
+    The patcher keeps untouched subtrees as the raw JSON it read (``metadata`` in the server's
+    order) and re-encodes what the patch touched as Go maps: the top level and ``spec`` with
+    their keys sorted. Compact, like ``json.Marshal``.
+    """
+    top = {key: obj[key] for key in sorted(obj)}
+    top["spec"] = {key: obj["spec"][key] for key in sorted(obj["spec"])}
+    return json.dumps(top, separators=(",", ":"))
 
 
 def _patch_invalid(quoted_value: str, error: str) -> Json:
@@ -209,7 +217,7 @@ async def test_patch_result_that_does_not_decode_is_422_quoting_the_patched_obje
     assert resp.status == 422
     patched = json.loads(json.dumps(created))
     patched["spec"]["renewTime"] = "2024-05-06T07:08:09Z"
-    assert resp.json() == _patch_invalid(json.dumps(_go_json(patched)), BAD_TIME_ERROR)
+    assert resp.json() == _patch_invalid(json.dumps(_patched_json(patched)), BAD_TIME_ERROR)
 
 
 async def test_strategic_patch_that_does_not_decode_is_422_quoting_the_patch_as_go_map(
@@ -224,17 +232,22 @@ async def test_strategic_patch_that_does_not_decode_is_422_quoting_the_patch_as_
     assert resp.json() == _patch_invalid(quoted, BAD_TIME_ERROR)
 
 
-@pytest.mark.parametrize("content_type", [MERGE, STRATEGIC])
+@pytest.mark.parametrize(
+    ("content_type", "message"),
+    [
+        (MERGE, "error decoding patch: unexpected end of JSON input"),
+        (STRATEGIC, "unexpected end of JSON input"),
+    ],
+    ids=["merge", "strategic"],
+)
 async def test_malformed_merge_patch_is_400(
-    kube: KubeTarget, lease_name: str, content_type: str
+    kube: KubeTarget, lease_name: str, content_type: str, message: str
 ) -> None:
     raw = kube.raw()
     await _created(raw, lease_name)
     resp = await _patch(raw, lease_name, '{"spec":', content_type)
     assert resp.status == 400
-    assert resp.json() == status_body(
-        400, "BadRequest", "error decoding patch: unexpected end of JSON input"
-    )
+    assert resp.json() == status_body(400, "BadRequest", message)
 
 
 async def test_merge_patch_with_an_unknown_field_warns(kube: KubeTarget, lease_name: str) -> None:
@@ -252,5 +265,62 @@ async def test_patch_with_an_unchanged_result_keeps_the_resource_version(
     raw = kube.raw()
     created = await _created(raw, lease_name)
     resp = await _patch(raw, lease_name, {"spec": {"holderIdentity": "a"}}, MERGE)
+    assert resp.status == 200
+    assert resp.json() == created
+
+
+REJECTED = "the server rejected our request due to an error in our request"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason", "message", "details"),
+    [
+        ('[{"op":', 400, "BadRequest", "error decoding patch: unexpected end of JSON input", None),
+        (
+            '{"op":"add"}',
+            400,
+            "BadRequest",
+            "error decoding patch: json: cannot unmarshal object into Go value of type "
+            "[]handlers.jsonPatchOp",
+            None,
+        ),
+        ('[{"op":"remove","path":"/spec/nope"}]', 422, "Invalid", REJECTED, {}),
+        ('[{"op":"bogus","path":"/spec"}]', 422, "Invalid", REJECTED, {}),
+    ],
+    ids=["truncated", "not-a-list", "remove-missing-path", "unknown-op"],
+)
+async def test_unusable_json_patch_is_rejected(
+    kube: KubeTarget,
+    lease_name: str,
+    body: str,
+    status: int,
+    reason: str,
+    message: str,
+    details: Json,
+) -> None:
+    raw = kube.raw()
+    created = await _created(raw, lease_name)
+    resp = await _patch(raw, lease_name, body, JSON_PATCH)
+    assert resp.status == status
+    assert resp.json() == status_body(status, reason, message, details)
+    assert (await raw.get(leases_path(name=lease_name))).json() == created
+
+
+async def test_json_patch_add_without_value_sets_null_and_removes_the_field(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    raw = kube.raw()
+    await _created(raw, lease_name)
+    resp = await _patch(
+        raw, lease_name, [{"op": "add", "path": "/spec/holderIdentity"}], JSON_PATCH
+    )
+    assert resp.status == 200
+    assert "holderIdentity" not in resp.json()["spec"]
+
+
+async def test_empty_json_patch_changes_nothing(kube: KubeTarget, lease_name: str) -> None:
+    raw = kube.raw()
+    created = await _created(raw, lease_name)
+    resp = await _patch(raw, lease_name, [], JSON_PATCH)
     assert resp.status == 200
     assert resp.json() == created

@@ -15,7 +15,9 @@ from _kube import (
 )
 
 DECODE = 'Lease in version "v1" cannot be handled as a Lease: '
-UNRECOGNIZED = "the object provided is unrecognized (must be of type Lease): couldn't get version/kind; "
+UNRECOGNIZED = (
+    "the object provided is unrecognized (must be of type Lease): couldn't get version/kind; "
+)
 MICRO_LAYOUT = "2006-01-02T15:04:05.000000Z07:00"
 
 
@@ -91,7 +93,8 @@ async def test_invalid_name_on_create_is_422_naming_the_dns_rule(kube: KubeTarge
     [
         (
             '{"metadata":{"name":"gt-m"}',
-            UNRECOGNIZED + 'json parse error: unexpected end of JSON input ({"metadata":{"name":"gt-m"})',
+            UNRECOGNIZED
+            + 'json parse error: unexpected end of JSON input ({"metadata":{"name":"gt-m"})',
         ),
         (
             "",
@@ -130,7 +133,8 @@ async def test_invalid_name_on_create_is_422_naming_the_dns_rule(kube: KubeTarge
         ),
         (
             '{"metadata":{"name":"gt-m"},"spec":[]}',
-            DECODE + "json: cannot unmarshal array into Go struct field Lease.spec of type v1.LeaseSpec",
+            DECODE
+            + "json: cannot unmarshal array into Go struct field Lease.spec of type v1.LeaseSpec",
         ),
         (
             '{"metadata":"gt-m","spec":{}}',
@@ -196,9 +200,7 @@ async def test_post_with_text_plain_is_415(kube: KubeTarget, lease_name: str) ->
     )
 
 
-async def test_patch_with_plain_json_content_type_is_415(
-    kube: KubeTarget, lease_name: str
-) -> None:
+async def test_patch_with_plain_json_content_type_is_415(kube: KubeTarget, lease_name: str) -> None:
     raw = kube.raw()
     assert (await raw.create_lease(lease_name)).status == 201
     resp = await raw.request(
@@ -212,9 +214,7 @@ async def test_patch_with_plain_json_content_type_is_415(
 
 async def test_post_accepts_yaml(kube: KubeTarget, lease_name: str) -> None:
     body = f"metadata:\n  name: {lease_name}\nspec:\n  holderIdentity: from-yaml\n"
-    resp = await kube.raw().request(
-        "POST", leases_path(), body, content_type="application/yaml"
-    )
+    resp = await kube.raw().request("POST", leases_path(), body, content_type="application/yaml")
     assert resp.status == 201
     assert resp.content_type == "application/json"
     assert_json(resp.json(), lease_body(lease_name, {"holderIdentity": "from-yaml"}))
@@ -248,9 +248,7 @@ async def test_field_validation_warn_names_unknown_metadata_fields(
     kube: KubeTarget, lease_name: str
 ) -> None:
     body = {"metadata": {"name": lease_name, "foo": 3}, "spec": {"holderIdentity": "a"}}
-    resp = await kube.raw().request(
-        "POST", leases_path(), body, params={"fieldValidation": "Warn"}
-    )
+    resp = await kube.raw().request("POST", leases_path(), body, params={"fieldValidation": "Warn"})
     assert resp.status == 201
     assert resp.warnings == ['299 - "unknown field \\"metadata.foo\\""']
 
@@ -316,9 +314,7 @@ async def test_field_validation_strict_applies_to_put(kube: KubeTarget, lease_na
     assert warned.warnings == ['299 - "unknown field \\"spec.foo\\""']
 
 
-async def test_unsupported_field_validation_value_is_422(
-    kube: KubeTarget, lease_name: str
-) -> None:
+async def test_unsupported_field_validation_value_is_422(kube: KubeTarget, lease_name: str) -> None:
     body = {"metadata": {"name": lease_name}, "spec": {}}
     resp = await kube.raw().request(
         "POST", leases_path(), body, params={"fieldValidation": "Bogus"}
@@ -449,7 +445,7 @@ async def test_microtime_with_six_digits_is_stored_in_utc(
 async def test_microtime_not_in_the_six_digit_layout_is_400(
     kube: KubeTarget, lease_name: str, sent: str, detail: str
 ) -> None:
-    body = '{"metadata":{"name":"%s"},"spec":{"renewTime":%s}}' % (lease_name, sent)
+    body = f'{{"metadata":{{"name":"{lease_name}"}},"spec":{{"renewTime":{sent}}}}}'
     resp = await kube.raw().request("POST", leases_path(), body)
     assert resp.status == 400
     assert resp.json() == status_body(400, "BadRequest", _bad_time(sent.strip('"'), detail))
@@ -459,7 +455,7 @@ async def test_microtime_not_in_the_six_digit_layout_is_400(
 async def test_microtime_of_another_json_type_is_400(
     kube: KubeTarget, lease_name: str, sent: str, json_type: str
 ) -> None:
-    body = '{"metadata":{"name":"%s"},"spec":{"acquireTime":%s}}' % (lease_name, sent)
+    body = f'{{"metadata":{{"name":"{lease_name}"}},"spec":{{"acquireTime":{sent}}}}}'
     resp = await kube.raw().request("POST", leases_path(), body)
     assert resp.status == 400
     assert resp.json() == status_body(

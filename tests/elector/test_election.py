@@ -264,3 +264,22 @@ async def _record_release(
             if event.object.get("spec", {}).get("holderIdentity", "") == "":
                 seen.append(anyio.current_time())
                 return
+
+
+async def test_observe_reports_each_change_of_leader(kube: KubeTarget, lease_name: str) -> None:
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            observer = await fleet.elector("observer")
+            async with observer.observe() as leaders:
+                assert await anext(leaders) is None  # no lease yet
+                first = await fleet.start("obs-a")
+                assert await anext(leaders) == "obs-a"
+                second = await fleet.start("obs-b")
+                first.stop()
+                # Released, then taken: the free moment may be too short to be seen.
+                change = await anext(leaders)
+                if change is None:
+                    change = await anext(leaders)
+                assert change == "obs-b"
+                await second.led.wait()
+            assert not observer.is_leader

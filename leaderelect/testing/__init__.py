@@ -1,0 +1,61 @@
+"""An in-process Kubernetes Lease API server for tests, answering as kube-apiserver v1.36.2.
+
+```python
+from leaderelect.testing import LeaseApiServer, ErrorResponse, standard_users
+
+async with LeaseApiServer(users=standard_users()) as server:
+    kubeconfig = server.kubeconfig("elector")          # a real kubeconfig file (plain HTTP)
+    with server.faults.add(ErrorResponse(status=500, verb="update", times=1)):
+        ...                                            # the next update fails once
+    assert server.requests.count(verb="update", user="elector") == 1
+```
+
+``leaderelect.testing.pytest_plugin`` (registered as a ``pytest11`` entry point) provides the
+``leaderelect_server`` and ``leaderelect_kubeconfig`` fixtures.
+"""
+
+from __future__ import annotations
+
+from ._auth import ANONYMOUS as ANONYMOUS
+from ._auth import VERBS as VERBS
+from ._auth import Rule as Rule
+from ._auth import User as User
+from ._auth import admin_user as admin_user
+from ._auth import standard_users as standard_users
+from ._faults import DropConnection as DropConnection
+from ._faults import ErrorResponse as ErrorResponse
+from ._faults import Fault as Fault
+from ._faults import FaultHandle as FaultHandle
+from ._faults import FaultInjector as FaultInjector
+from ._faults import Hang as Hang
+from ._faults import Latency as Latency
+from ._faults import partition as partition
+from ._requests import RequestCounter as RequestCounter
+from ._requests import RequestInfo as RequestInfo
+from ._requests import WriteRecord as WriteRecord
+from ._serve import serve as serve
+from ._server import DEFAULT_NAMESPACES as DEFAULT_NAMESPACES
+from ._server import LeaseApiServer as LeaseApiServer
+
+__all__ = (
+    "ANONYMOUS",
+    "DEFAULT_NAMESPACES",
+    "VERBS",
+    "DropConnection",
+    "ErrorResponse",
+    "Fault",
+    "FaultHandle",
+    "FaultInjector",
+    "Hang",
+    "Latency",
+    "LeaseApiServer",
+    "RequestCounter",
+    "RequestInfo",
+    "Rule",
+    "User",
+    "WriteRecord",
+    "admin_user",
+    "partition",
+    "serve",
+    "standard_users",
+)

@@ -1,0 +1,489 @@
+"""The documents kube-apiserver v1.36.2 serves about itself, limited to what this server has.
+
+``/version``, discovery (legacy and aggregated), a small OpenAPI v3 document generated from the
+Lease schema (enough for ``kubectl apply``), and the ``Table`` form of Leases that
+``kubectl get`` asks for.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ._gojson import dumps
+from ._gotime import RFC3339_LAYOUT, GoTimeError, Instant, parse_go_time
+from ._schema import LEASE, Field, GoType, Kind, Struct
+
+__all__ = [
+    "AGGREGATED_DISCOVERY",
+    "VERSION_INFO",
+    "api_group",
+    "api_group_list",
+    "api_resource_list",
+    "api_versions",
+    "core_resource_list",
+    "human_duration",
+    "lease_table",
+    "openapi_index",
+    "openapi_lease_document",
+]
+
+GROUP = "coordination.k8s.io"
+GROUP_VERSION = f"{GROUP}/v1"
+AGGREGATED_DISCOVERY = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+VERSION_INFO: dict[str, str] = {
+    "major": "1",
+    "minor": "36",
+    "emulationMajor": "1",
+    "emulationMinor": "36",
+    "minCompatibilityMajor": "1",
+    "minCompatibilityMinor": "35",
+    "gitVersion": "v1.36.2",
+    "gitCommit": "98b35193b2ac7a23a673325f5e9b830ecd5ba406",
+    "gitTreeState": "clean",
+    "buildDate": "2026-11-26T18:49:04Z",
+    "goVersion": "go1.26.4",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+_LEASE_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+_NAMESPACE_VERBS = ["create", "delete", "get", "list"]
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    """``GET /api``."""
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
+
+
+def core_resource_list() -> dict[str, Any]:
+    """``GET /api/v1``: only namespaces are served here."""
+    return {
+        "kind": "APIResourceList",
+        "groupVersion": "v1",
+        "resources": [
+            {
+                "name": "namespaces",
+                "singularName": "namespace",
+                "namespaced": False,
+                "kind": "Namespace",
+                "verbs": _NAMESPACE_VERBS,
+                "shortNames": ["ns"],
+            }
+        ],
+    }
+
+
+def _group_version() -> dict[str, str]:
+    return {"groupVersion": GROUP_VERSION, "version": "v1"}
+
+
+def api_group() -> dict[str, Any]:
+    """``GET /apis/coordination.k8s.io``."""
+    return {
+        "kind": "APIGroup",
+        "apiVersion": "v1",
+        "name": GROUP,
+        "versions": [_group_version()],
+        "preferredVersion": _group_version(),
+    }
+
+
+def api_group_list() -> dict[str, Any]:
+    """``GET /apis``."""
+    group = api_group()
+    del group["kind"], group["apiVersion"]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
+
+
+def api_resource_list() -> dict[str, Any]:
+    """``GET /apis/coordination.k8s.io/v1``."""
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": GROUP_VERSION,
+        "resources": [
+            {
+                "name": "leases",
+                "singularName": "lease",
+                "namespaced": True,
+                "kind": "Lease",
+                "verbs": _LEASE_VERBS,
+                "storageVersionHash": "gqkMMb/YqFM=",
+            }
+        ],
+    }
+
+
+def aggregated_core() -> dict[str, Any]:
+    """``GET /api`` as ``APIGroupDiscoveryList``."""
+    resource = {
+        "resource": "namespaces",
+        "responseKind": {"group": "", "version": "", "kind": "Namespace"},
+        "scope": "Cluster",
+        "singularResource": "namespace",
+        "verbs": _NAMESPACE_VERBS,
+        "shortNames": ["ns"],
+    }
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": [
+            {
+                "metadata": {},
+                "versions": [{"version": "v1", "resources": [resource], "freshness": "Current"}],
+            }
+        ],
+    }
+
+
+def aggregated_groups() -> dict[str, Any]:
+    """``GET /apis`` as ``APIGroupDiscoveryList``."""
+    resource = {
+        "resource": "leases",
+        "responseKind": {"group": "", "version": "", "kind": "Lease"},
+        "scope": "Namespaced",
+        "singularResource": "lease",
+        "verbs": _LEASE_VERBS,
+    }
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": [
+            {
+                "metadata": {"name": GROUP},
+                "versions": [{"version": "v1", "resources": [resource], "freshness": "Current"}],
+            }
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenAPI v3
+
+_PREFIX = "io.k8s.apimachinery.pkg.apis.meta.v1."
+_SCHEMA_NAMES = {
+    "Lease": "io.k8s.api.coordination.v1.Lease",
+    "LeaseSpec": "io.k8s.api.coordination.v1.LeaseSpec",
+    "ObjectMeta": _PREFIX + "ObjectMeta",
+    "OwnerReference": _PREFIX + "OwnerReference",
+    "ManagedFieldsEntry": _PREFIX + "ManagedFieldsEntry",
+}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _type_schema(gotype: GoType) -> dict[str, Any]:
+    kind = gotype.kind
+    if kind is Kind.STRING:
+        return {"type": "string", "default": ""}
+    if kind in (Kind.INT32, Kind.INT64):
+        return {"type": "integer", "format": "int32" if kind is Kind.INT32 else "int64"}
+    if kind is Kind.BOOL:
+        return {"type": "boolean"}
+    if kind is Kind.MICRO_TIME:
+        return {"allOf": [_ref(_PREFIX + "MicroTime")]}
+    if kind is Kind.TIME:
+        return {"allOf": [_ref(_PREFIX + "Time")]}
+    if kind is Kind.STRING_MAP:
+        return {"type": "object", "additionalProperties": {"type": "string", "default": ""}}
+    if kind is Kind.LIST:
+        assert gotype.elem is not None
+        item = _type_schema(gotype.elem)
+        if gotype.elem.struct is not None:
+            item = {"default": {}, "allOf": [_ref(_SCHEMA_NAMES[gotype.elem.struct.name])]}
+        return {"type": "array", "items": item}
+    if kind is Kind.STRUCT:
+        assert gotype.struct is not None
+        return {"default": {}, "allOf": [_ref(_SCHEMA_NAMES[gotype.struct.name])]}
+    return {"allOf": [_ref(_PREFIX + "FieldsV1")]}
+
+
+def _field_schema(struct: Struct, field: Field) -> dict[str, Any]:
+    schema = _type_schema(field.type)
+    if struct.name == "ObjectMeta" and field.name in ("finalizers",):
+        schema["x-kubernetes-list-type"] = "set"
+        schema["x-kubernetes-patch-strategy"] = "merge"
+    if struct.name == "ObjectMeta" and field.name == "ownerReferences":
+        schema["x-kubernetes-list-map-keys"] = ["uid"]
+        schema["x-kubernetes-list-type"] = "map"
+        schema["x-kubernetes-patch-merge-key"] = "uid"
+        schema["x-kubernetes-patch-strategy"] = "merge"
+    if field.type.kind is Kind.LIST and "x-kubernetes-list-type" not in schema:
+        schema["x-kubernetes-list-type"] = "atomic"
+    return schema
+
+
+def _struct_schema(struct: Struct) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {f.name: _field_schema(struct, f) for f in struct.fields},
+    }
+    if struct.name == "OwnerReference":
+        schema["required"] = ["apiVersion", "kind", "name", "uid"]
+        schema["x-kubernetes-map-type"] = "atomic"
+    if struct.name == "Lease":
+        schema["x-kubernetes-group-version-kind"] = [
+            {"group": GROUP, "kind": "Lease", "version": "v1"}
+        ]
+    return schema
+
+
+def _structs(struct: Struct, seen: dict[str, Struct]) -> dict[str, Struct]:
+    seen[struct.name] = struct
+    for field in struct.fields:
+        nested = field.type.struct or (field.type.elem.struct if field.type.elem else None)
+        if nested is not None and nested.name not in seen:
+            _structs(nested, seen)
+    return seen
+
+
+@functools.cache
+def openapi_lease_document() -> bytes:
+    """``GET /openapi/v3/apis/coordination.k8s.io/v1``: schemas for Lease and what it holds."""
+    schemas: dict[str, Any] = {
+        _SCHEMA_NAMES[name]: _struct_schema(struct)
+        for name, struct in sorted(_structs(LEASE, {}).items())
+    }
+    schemas[_PREFIX + "MicroTime"] = {"type": "string", "format": "date-time"}
+    schemas[_PREFIX + "Time"] = {"type": "string", "format": "date-time"}
+    schemas[_PREFIX + "FieldsV1"] = {"type": "object"}
+    schemas[_PREFIX + "Status"] = {"type": "object"}
+    list_schema = {
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "items": {
+                "type": "array",
+                "items": {"default": {}, "allOf": [_ref(_SCHEMA_NAMES["Lease"])]},
+            },
+            "kind": {"type": "string"},
+            "metadata": {"default": {}, "allOf": [_ref(_PREFIX + "ListMeta")]},
+        },
+        "x-kubernetes-group-version-kind": [
+            {"group": GROUP, "kind": "LeaseList", "version": "v1"}
+        ],
+    }
+    schemas["io.k8s.api.coordination.v1.LeaseList"] = list_schema
+    schemas[_PREFIX + "ListMeta"] = {
+        "type": "object",
+        "properties": {
+            "continue": {"type": "string"},
+            "remainingItemCount": {"type": "integer", "format": "int64"},
+            "resourceVersion": {"type": "string"},
+            "selfLink": {"type": "string"},
+        },
+    }
+    document = {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.36.2"},
+        "paths": _openapi_paths(),
+        "components": {"schemas": {k: schemas[k] for k in sorted(schemas)}},
+    }
+    return dumps(document).encode()
+
+
+def _param(name: str, where: str = "query", *, required: bool = False) -> dict[str, Any]:
+    param: dict[str, Any] = {"name": name, "in": where}
+    if required:
+        param["required"] = True
+    param["schema"] = {"type": "string", "uniqueItems": True}
+    return param
+
+
+_LIST_PARAMS = (
+    "allowWatchBookmarks",
+    "continue",
+    "fieldSelector",
+    "labelSelector",
+    "limit",
+    "resourceVersion",
+    "resourceVersionMatch",
+    "sendInitialEvents",
+    "timeoutSeconds",
+    "watch",
+)
+
+
+def _operation(action: str, operation_id: str, query: Sequence[str], kind: str) -> dict[str, Any]:
+    schema = _ref(f"io.k8s.api.coordination.v1.{kind}")
+    if action == "delete":
+        schema = _ref(_PREFIX + "Status")
+    return {
+        "tags": ["coordination_v1"],
+        "operationId": operation_id,
+        "parameters": [_param(name) for name in query],
+        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": GROUP, "version": "v1", "kind": "Lease"},
+    }
+
+
+def _openapi_paths() -> dict[str, Any]:
+    """Path items for the Lease endpoints (operations, their query parameters, their GVK)."""
+    write = ("dryRun", "fieldManager", "fieldValidation")
+    base = f"/apis/{GROUP_VERSION}"
+    namespace = _param("namespace", "path", required=True)
+    name = _param("name", "path", required=True)
+    pretty = _param("pretty")
+    item = {
+        "get": _operation("get", "readCoordinationV1NamespacedLease", (), "Lease"),
+        "put": _operation("put", "replaceCoordinationV1NamespacedLease", write, "Lease"),
+        "delete": _operation(
+            "delete",
+            "deleteCoordinationV1NamespacedLease",
+            ("dryRun", "gracePeriodSeconds", "propagationPolicy"),
+            "Lease",
+        ),
+        "patch": _operation(
+            "patch", "patchCoordinationV1NamespacedLease", (*write, "force"), "Lease"
+        ),
+        "parameters": [name, namespace, pretty],
+    }
+    collection = {
+        "get": _operation("list", "listCoordinationV1NamespacedLease", _LIST_PARAMS, "LeaseList"),
+        "post": _operation("post", "createCoordinationV1NamespacedLease", write, "Lease"),
+        "delete": _operation(
+            "deletecollection",
+            "deleteCoordinationV1CollectionNamespacedLease",
+            ("dryRun", "labelSelector", "fieldSelector", "propagationPolicy"),
+            "Lease",
+        ),
+        "parameters": [namespace, pretty],
+    }
+    every = {
+        "get": _operation("list", "listCoordinationV1LeaseForAllNamespaces", _LIST_PARAMS, "LeaseList"),
+        "parameters": [pretty],
+    }
+    return {
+        f"{base}/leases": every,
+        f"{base}/namespaces/{{namespace}}/leases": collection,
+        f"{base}/namespaces/{{namespace}}/leases/{{name}}": item,
+    }
+
+
+def openapi_index() -> dict[str, Any]:
+    """``GET /openapi/v3``: the group-versions with documents and their content hashes."""
+    digest = hashlib.sha512(openapi_lease_document()).hexdigest().upper()
+    return {
+        "paths": {
+            f"apis/{GROUP_VERSION}": {
+                "serverRelativeURL": f"/openapi/v3/apis/{GROUP_VERSION}?hash={digest}"
+            }
+        }
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Table
+
+
+_NAME_DESCRIPTION = (
+    "Name must be unique within a namespace. Is required when creating resources, although some "
+    "resources may allow a client to request the generation of an appropriate name "
+    "automatically. Name is primarily intended for creation idempotence and configuration "
+    "definition. Cannot be updated. More info: "
+    "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+)
+_HOLDER_DESCRIPTION = (
+    "holderIdentity contains the identity of the holder of a current lease. If Coordinated "
+    "Leader Election is used, the holder identity must be equal to the elected "
+    "LeaseCandidate.metadata.name field."
+)
+_AGE_DESCRIPTION = (
+    "CreationTimestamp is a timestamp representing the server time when this object was "
+    "created. It is not guaranteed to be set in happens-before order across separate "
+    "operations. Clients may not set this value. It is represented in RFC3339 form and is in "
+    "UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: "
+    "https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"
+)
+
+COLUMN_DEFINITIONS = [
+    {"name": "Name", "type": "string", "format": "name", "description": _NAME_DESCRIPTION, "priority": 0},
+    {"name": "Holder", "type": "string", "format": "", "description": _HOLDER_DESCRIPTION, "priority": 0},
+    {"name": "Age", "type": "string", "format": "", "description": _AGE_DESCRIPTION, "priority": 0},
+]
+
+
+def human_duration(seconds: float) -> str:
+    """``duration.HumanDuration``: ``88s``, ``2m42s``, ``5h3m``, ``3d4h``..."""
+    total = int(seconds)
+    if total < -1:
+        return "<invalid>"
+    if total < 0:
+        return "0s"
+    if total < 120:
+        return f"{total}s"
+    minutes = total // 60
+    if minutes < 10:
+        rest = total % 60
+        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = total // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        rest = (hours // 24) % 365
+        return f"{hours // 24 // 365}y" if rest == 0 else f"{hours // 24 // 365}y{rest}d"
+    return f"{hours // 24 // 365}y"
+
+
+def _age(lease: Mapping[str, Any], now: Instant) -> str:
+    created = (lease.get("metadata") or {}).get("creationTimestamp")
+    if not isinstance(created, str):
+        return "<unknown>"
+    try:
+        then = parse_go_time(created, RFC3339_LAYOUT)
+    except GoTimeError:
+        return "<unknown>"
+    return human_duration(now.seconds - then.seconds)
+
+
+def lease_table(
+    leases: Sequence[Mapping[str, Any]],
+    list_meta: Mapping[str, Any],
+    now: Instant,
+    api_version: str = "meta.k8s.io/v1",
+) -> dict[str, Any]:
+    """The ``Table`` of Leases ``kubectl get`` shows (rows carry ``PartialObjectMetadata``)."""
+    rows = []
+    for lease in leases:
+        holder = (lease.get("spec") or {}).get("holderIdentity")
+        rows.append(
+            {
+                "cells": [lease["metadata"].get("name", ""), holder or "", _age(lease, now)],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": lease["metadata"],
+                },
+            }
+        )
+    return {
+        "kind": "Table",
+        "apiVersion": api_version,
+        "metadata": dict(list_meta),
+        "columnDefinitions": COLUMN_DEFINITIONS,
+        "rows": rows,
+    }

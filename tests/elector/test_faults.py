@@ -1,0 +1,148 @@
+"""Elections under injected faults (embedded server only: the faults are the server's).
+
+Each test asserts from recorded timestamps: the candidates' work intervals on the loop clock,
+and the server's write history on the same clock.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from _fleet import FAST, open_fleet
+from _kube import KubeTarget
+
+from leaderelect import LossReason
+from leaderelect.testing import DropConnection, ErrorResponse, Fault, Hang, Latency, partition
+
+pytestmark = pytest.mark.parametrize("kube", ["embedded"], indirect=True)
+
+RENEW_DEADLINE = FAST["renew_deadline"]
+
+
+def _renewal_faults(user: str) -> list[Fault]:
+    return [
+        ErrorResponse(user=user, verb="update", status=500),
+        ErrorResponse(user=user, verb="update", status=429, retry_after=1),
+        Hang(user=user, verb="update"),
+        Latency(user=user, verb="update", seconds=RENEW_DEADLINE * 2),
+        DropConnection(user=user, verb="update", when="before"),
+        partition(user),
+    ]
+
+
+@pytest.mark.parametrize(
+    "fault_index",
+    range(6),
+    ids=["500", "429 retry-after", "hang", "latency", "refused", "partition"],
+)
+async def test_leader_whose_renewals_fail_stops_before_anyone_else_acquires(
+    kube: KubeTarget, lease_name: str, fault_index: int
+) -> None:
+    server = kube.server
+    assert server is not None
+    with anyio.fail_after(20):
+        async with open_fleet(kube, lease_name) as fleet:
+            leader = await fleet.start("failing")
+            await leader.led.wait()
+            follower = await fleet.start("standby")
+            server.faults.add(_renewal_faults("failing")[fault_index])
+            await follower.led.wait()
+            await leader.done.wait()
+    assert leader.lost is not None
+    assert leader.lost.reason is LossReason.RENEW_DEADLINE
+    assert leader.interval is not None and follower.interval is not None
+    # The old leader's work stopped before the new one's started ...
+    assert leader.interval.end < follower.interval.start
+    # ... and no later than the renew deadline after its last successful renewal committed.
+    ours = [w for w in server.writes if w.user == "failing" and w.name == lease_name]
+    last_renewal = max(w.time for w in ours if w.holder_after == "failing")
+    assert leader.interval.end <= last_renewal + RENEW_DEADLINE + 0.05
+    # The new holder's acquiring write came after the old leader stopped working.
+    takeover = next(w for w in server.writes if w.holder_after == "standby")
+    assert takeover.time > leader.interval.end
+    fleet.log.assert_no_overlap()
+
+
+async def test_renewal_committed_but_answer_lost_keeps_leadership(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            leader = await fleet.start("lucky")
+            await leader.led.wait()
+            server.faults.add(DropConnection(user="lucky", verb="update", times=1))
+            renewals = len(server.writes)
+            # The lost answer makes the next renewal conflict; the leader re-reads, sees the
+            # lease is still its own in this term, and goes on renewing.
+            await server.wait_for_lease(
+                kube.namespace,
+                lease_name,
+                lambda lease: server.resource_version >= renewals + 5,
+                timeout=10,
+            )
+            assert leader.lost is None
+            assert leader.elector.is_leader
+            assert server.requests.count(verb="update", user="lucky", code=409) >= 1
+            assert (await fleet.lease())["spec"]["holderIdentity"] == "lucky"
+
+
+async def test_released_lease_is_taken_over_from_the_watch_without_polling(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    slow = {"lease_duration": 10.0, "renew_deadline": 6.0, "retry_period": 3.0}
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            leader = await fleet.start("first", **slow)
+            await leader.led.wait()
+            follower = await fleet.start("second", **slow)
+            await server.wait_for_lease(
+                kube.namespace, lease_name, lambda lease: True, timeout=5
+            )
+            leader.stop()
+            await follower.led.wait()
+            assert leader.interval is not None and follower.interval is not None
+            # Taken over long before a client-go follower's first poll (retry_period = 3 s).
+            assert follower.interval.start - leader.interval.end < slow["retry_period"] / 2
+            # The follower read once when it started, then only watched; its one write won.
+            assert server.requests.count(verb="get", user="second") == 1
+            assert server.requests.count(verb="update", user="second") == 1
+            assert server.requests.count(verb="watch", user="second") == 1
+
+
+async def test_followers_make_no_requests_in_steady_state(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    followers = 50
+    with anyio.fail_after(60):
+        async with open_fleet(kube, lease_name) as fleet:
+            leader = await fleet.start("steady-leader")
+            await leader.led.wait()
+            for i in range(followers):
+                await fleet.start(f"steady-{i}")
+            # Every follower has read the lease and opened its watch.
+            await _wait_for_count(server, verb="watch", at_least=followers + 1)
+            server.requests.reset()
+            window = 20 * FAST["retry_period"]
+            await anyio.sleep(window)  # a window of steady state, measured
+            per_user = server.requests.snapshot()
+            leader_writes = server.requests.count(verb="update", user="steady-leader")
+    follower_requests = {
+        key: count for key, count in per_user.items() if key[2] not in (None, "steady-leader")
+    }
+    assert follower_requests == {}, f"followers polled: {follower_requests}"
+    # The leader renews once per retry period (20 in the window, give or take one).
+    assert 18 <= leader_writes <= 21
+
+
+async def _wait_for_count(server: object, *, verb: str, at_least: int) -> None:
+    from leaderelect.testing import LeaseApiServer
+
+    assert isinstance(server, LeaseApiServer)
+    while server.requests.count(verb=verb) < at_least:
+        await anyio.sleep(0.01)

@@ -1,0 +1,52 @@
+"""A term's validity is time-aware: it ends at its deadline even if nothing else happened."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from leaderelect import FencingToken, Leadership, Timings
+from leaderelect._lock import LeaseSnapshot
+from leaderelect._record import LeaseRecord
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def utcnow(self) -> datetime:
+        return datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make_term(clock: FakeClock) -> Leadership:
+    record = LeaseRecord(holder_identity="me", lease_duration_seconds=15, lease_transitions=4)
+    return Leadership(
+        identity="me",
+        lease="default/x",
+        snapshot=LeaseSnapshot(record=record, resource_version="7", uid="uid-1", obj={}),
+        acquired_at=clock.utcnow(),
+        sent_at=clock.now,
+        timings=Timings(),
+        clock=clock,
+    )
+
+
+def test_term_is_valid_until_renew_deadline_after_send_time() -> None:
+    clock = FakeClock()
+    term = make_term(clock)
+    assert term.deadline == 1010.0
+    assert term.is_valid
+    clock.now = 1009.5
+    assert term.time_left() == 0.5
+    clock.now = 1010.0
+    assert not term.is_valid
+    assert term.time_left() == 0.0
+
+
+def test_fencing_token_is_lease_uid_and_transitions() -> None:
+    term = make_term(FakeClock())
+    assert term.token == FencingToken("uid-1", 4)
+    assert str(term.token) == "uid-1:4"
+    assert FencingToken("uid-1", 4) < FencingToken("uid-1", 5)
