@@ -12,7 +12,7 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the test suite (real-kube-apiserver tests run when ../shared/kube-apiserver and etcd exist)."""
+    """The test suite; the real-kube-apiserver variants run where ../shared and etcd exist."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
 

@@ -124,6 +124,16 @@ async def lead_or_give_up(elector: LeaderElector) -> None:
 # --8<-- [end:bounded-campaign]
 
 
+# --8<-- [start:observe]
+async def report_leaders(elector: LeaderElector) -> None:
+    async with elector.observe() as leaders:
+        async for leader in leaders:  # the current holder first, then every change
+            print(f"observed leader: {leader}")  # None: the lease is free or absent
+
+
+# --8<-- [end:observe]
+
+
 async def main() -> None:
     """Run each pattern against an in-process server, one after the other."""
     async with LeaseApiServer() as server:
@@ -133,7 +143,11 @@ async def main() -> None:
             elector = LeaderElector(
                 lock, identity="demo", lease_duration=2.0, renew_deadline=1.5, retry_period=0.2
             )
-            await lead(elector)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(report_leaders, elector)
+                await lead(elector)
+                await server.wait_for_lease("default", "patterns", _held_by(""))
+                tg.cancel_scope.cancel()
 
             async with elector.leading() as leadership:
                 apply_change(leadership, "scale to 3")

@@ -716,7 +716,7 @@ class _CandidateRun:
             await anyio.sleep(self._work_interval)
             step += 1
             _say(
-                f"work step {step} (fencing token {leadership.token.transitions}, "
+                f"work step {step} (term {leadership.token.transitions}, "
                 f"leadership guaranteed for {leadership.time_left():.1f}s)"
             )
 

@@ -24,6 +24,7 @@ import random
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -43,10 +44,11 @@ from ._errors import (
     LeaseNotFound,
     LossReason,
 )
-from ._lock import LeaseClient, LeaseSnapshot
+from ._lock import LeaseClient, LeaseLock, LeaseSnapshot
 from ._observer import LeaseView, follow
 from ._record import LeaseRecord, lease_duration_seconds
 from ._tasks import BackgroundTasks
+from .metrics import MetricsSink, NoopMetrics
 
 __all__ = ["FencingToken", "LeaderElector", "Leadership", "default_identity"]
 
@@ -56,7 +58,8 @@ logger = logging.getLogger(__name__)
 def default_identity() -> str:
     """``$POD_NAME`` when set (the downward API), else ``<hostname>_<random uuid>``.
 
-    The random part matters: two processes sharing an identity would both believe they lead.
+    Identities must be unique: two of our candidates sharing one would keep taking the lease
+    from each other (and two client-go candidates would both believe they lead).
     """
     pod = os.environ.get("POD_NAME", "").strip()
     return pod or f"{socket.gethostname()}_{uuid.uuid4()}"
@@ -98,9 +101,11 @@ class Leadership:
         sent_at: float,
         timings: Timings,
         clock: Clock,
+        on_lost: Callable[[LossReason], None] | None = None,
     ) -> None:
         self._identity = identity
         self._lease = lease
+        self._on_lost = on_lost
         self._snapshot = snapshot
         self._acquired_at = acquired_at
         self._timings = timings
@@ -179,6 +184,8 @@ class Leadership:
         if self._scope is not None:
             self._scope.cancel()
         self._lost.set()
+        if self._on_lost is not None:
+            self._on_lost(reason)
 
     def _renewed(self, snapshot: LeaseSnapshot, sent_at: float) -> None:
         self._snapshot = snapshot
@@ -242,6 +249,7 @@ class LeaderElector:
         watch: follow the Lease with a watch (the default). ``False`` polls it with a GET
             every jittered ``retry_period``, as client-go does: for API proxies that cannot
             stream, and for comparison.
+        metrics: where to report events (see ``leaderelect.metrics``); nothing by default.
         clock: the time source (tests inject one).
         rng: the random source for jitter (tests may seed one).
 
@@ -258,7 +266,7 @@ class LeaderElector:
 
     def __init__(
         self,
-        lock: LeaseClient,
+        lock: LeaseLock,
         *,
         identity: str | None = None,
         lease_duration: float = 15.0,
@@ -266,6 +274,7 @@ class LeaderElector:
         retry_period: float = 2.0,
         release_on_cancel: bool = True,
         watch: bool = True,
+        metrics: MetricsSink | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -275,9 +284,10 @@ class LeaderElector:
         if not isinstance(identity, str) or not identity.strip():
             raise ConfigError(f"identity must be a non-empty string, got {identity!r}")
         self._identity = identity
-        self._lock = lock
+        self._lock: LeaseClient = lock
         self._release_on_cancel = bool(release_on_cancel)
         self._watch = bool(watch)
+        self._metrics: MetricsSink = metrics if metrics is not None else NoopMetrics()
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
         self._busy = False
@@ -316,9 +326,35 @@ class LeaderElector:
     def __repr__(self) -> str:
         return f"<LeaderElector {self._identity!r} for {self.lease} leader={self.leader!r}>"
 
+    def check(self, tolerance: float = 0.0) -> str | None:
+        """A liveness check with client-go's ``HealthzAdaptor`` meaning.
+
+        A leader's work is cancelled at its renew deadline, so a term that still exists
+        ``lease_duration + tolerance`` seconds after its last successful renewal means the
+        process is wedged (a blocked event loop, work that ignores cancellation): others may
+        already lead. Restarting it is the remedy; wire this into a liveness probe.
+
+        Args:
+            tolerance: extra seconds allowed beyond ``lease_duration``.
+
+        Returns:
+            ``None`` when healthy (including while following), else what is wrong.
+        """
+        term = self._term
+        if term is None or term._ended:
+            return None
+        stale = self._clock.monotonic() - term._last_sent
+        if stale > self._timings.lease_duration + tolerance:
+            return (
+                f"leader {self._identity!r} of lease {self.lease} has not renewed for "
+                f"{stale:.1f}s (lease_duration {self._timings.lease_duration:g}s + "
+                f"tolerance {tolerance:g}s)"
+            )
+        return None
+
     # -- the public entry points -------------------------------------------------------------
 
-    def leading(self) -> _Leading:
+    def leading(self) -> AbstractAsyncContextManager[Leadership, None]:
         """Campaign until this candidate holds the lease, then run the block while it holds.
 
         The block runs inside a cancel scope owned by the elector. If the lease is lost, the
@@ -422,7 +458,7 @@ class LeaderElector:
         once: bool,
     ) -> None:
         while True:
-            context = self.leading()
+            context = _Leading(self)
             try:
                 async with context as leadership:
                     await on_started_leading(leadership)
@@ -533,7 +569,12 @@ class LeaderElector:
                 sent_at=sent_at,
                 timings=timings,
                 clock=self._clock,
+                on_lost=self._report_loss,
             )
+
+    def _report_loss(self, reason: LossReason) -> None:
+        self._metrics.lost(self.lease, reason)
+        self._metrics.leading_changed(self.lease, False)
 
     async def _refresh(self, view: LeaseView) -> None:
         try:
@@ -573,6 +614,7 @@ class LeaderElector:
                     # Our last write is not the latest version: read, and go on only if the
                     # lease is still ours in this very term.
                     logger.debug("renewal of lease %s conflicted; re-reading", self.lease)
+                    self._metrics.slow_path(self.lease)
                     try:
                         left = term.deadline - self._clock.monotonic()
                         if left <= 0:
@@ -595,9 +637,11 @@ class LeaderElector:
                     return
                 except LeaseError as exc:
                     errors.error(self.lease, exc)
+                    self._metrics.renew_failed(self.lease, type(exc).__name__)
                     await self._pause_within(term, timings.retry_period / 2)
                     continue
                 errors.ok()
+                self._metrics.renewed(self.lease, self._clock.monotonic() - sent_at)
                 term._renewed(written, sent_at)
                 view.update(written, sent_at)
                 logger.debug("lease %s renewed by %s", self.lease, self._identity)
@@ -701,7 +745,12 @@ class _Leading:
                     watch=elector._watch,
                 )
             )
+            campaign_started = elector._clock.monotonic()
             term = await elector._campaign(view)
+            elector._metrics.acquired(
+                elector.lease, elector._clock.monotonic() - campaign_started, term.token.transitions
+            )
+            elector._metrics.leading_changed(elector.lease, True)
             scope = anyio.CancelScope(deadline=term._clock_to_loop(term.deadline))
             term._scope = scope
             self._term = term
@@ -726,7 +775,7 @@ class _Leading:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         elector = self._elector
         term = self._term
         assert term is not None and term._scope is not None
@@ -737,12 +786,19 @@ class _Leading:
         loss = term.loss_reason
         term._ended = True
         elector._term = None
+        if loss is None:
+            elector._metrics.leading_changed(elector.lease, False)
+        # 2. Stop renewing and watching, and wait for both. When we are leaving because of a
+        # cancellation from outside, the wait ends by re-raising it: hold it until released.
+        pending: BaseException | None = None
+        if self._remove_listener is not None:
+            self._remove_listener()
+        assert self._background is not None
         try:
-            # 2. Stop renewing and watching, and wait for both.
-            if self._remove_listener is not None:
-                self._remove_listener()
-            assert self._background is not None
             await self._background.close()
+        except BaseException as exc:  # an outer cancellation, or a failed background task
+            pending = exc
+        try:
             # 3. Only now release, shielded from outer cancellation but bounded in time.
             if elector._release_on_cancel and loss in (None, LossReason.RENEW_DEADLINE):
                 with anyio.CancelScope(shield=True):
@@ -754,6 +810,7 @@ class _Leading:
                 self._remove_leader()
             elector._view = None
             elector._busy = False
+        if pending is not None:
+            raise pending
         if loss is not None and (caught or exc_type is None):
             raise LeadershipLost(loss, term)
-        return False

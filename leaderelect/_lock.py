@@ -776,12 +776,16 @@ class _LeaseWatch:
             "_preload_content": False,
             "_request_timeout": self._bound,
         }
-        if self._resource_version not in (None, "", "0"):
+        if self._resource_version in (None, "", "0"):
+            # Start from the current state, served by the watch cache ("0"): a watch with no
+            # resourceVersion at all is a consistent read that kube-apiserver may hold for 3 s
+            # and then fail with 504 "Too large resource version" when the newest etcd write
+            # is not a Lease. No bookmarks here: with them, kube-apiserver (1.3x, WatchList)
+            # serves a watch-list stream (sendInitialEvents), which fails with a 500 ERROR
+            # event where etcd cannot answer progress requests.
+            kwargs["resource_version"] = "0"
+        else:
             kwargs["resource_version"] = self._resource_version
-            # Only when resuming: without a resourceVersion, kube-apiserver (1.3x, WatchList)
-            # takes allowWatchBookmarks=true as a request for a watch-list stream
-            # (sendInitialEvents), which fails with a 500 ERROR event where etcd cannot answer
-            # progress requests, and otherwise changes what the first events mean.
             kwargs["allow_watch_bookmarks"] = "true"
         try:
             with anyio.fail_after(self._bound):

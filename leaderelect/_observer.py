@@ -206,8 +206,7 @@ async def follow(
             if clock.monotonic() - opened_at < _SHORTEST_WATCH:
                 # A server that ends watches at once would have us spin; treat it as failing.
                 raise ApiUnavailable(
-                    f"watch on lease {lock.lease} ended after "
-                    f"{clock.monotonic() - opened_at:.3f}s",
+                    f"watch on lease {lock.lease} ended after {clock.monotonic() - opened_at:.3f}s",
                     lease=lock.lease,
                     verb="watch",
                 )

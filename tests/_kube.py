@@ -42,7 +42,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "default"
 USERS = ("admin", "elector", "reader")
 GROUP = "coordination.k8s.io"
-LEASES = f"/apis/{GROUP}/v1/namespaces/{NAMESPACE}/leases"
 USER_AGENT = "conformance/1.0"
 """What the raw client sends; the server records ``conformance`` as the field manager."""
 
@@ -449,11 +448,6 @@ class KubeTarget:
         self._names.append(name)
         return name
 
-    def adopt(self, name: str) -> str:
-        """Have the lease ``name`` deleted at teardown too (shared servers); returns it."""
-        self._names.append(name)
-        return name
-
     async def expire_watch_history(self) -> None:
         """Make every resourceVersion written so far too old to watch from (``410 Expired``).
 
@@ -521,7 +515,6 @@ async def external_target_parts(kubeconfig: Path) -> tuple[str, Path | None, dic
 UID = "<uid>"
 RV = "<rv>"
 TIME = "<time>"
-MICROTIME = "<microtime>"
 
 _MASKED_METADATA = {"uid": UID, "resourceVersion": RV, "creationTimestamp": TIME}
 
@@ -598,11 +591,6 @@ def lease_details(name: str | None = None, kind: str = "leases") -> Json:
     details["group"] = GROUP
     details["kind"] = kind
     return details
-
-
-def field_causes(*causes: tuple[str, str, str]) -> list[Json]:
-    """``causes`` from ``(reason, message, field)`` triples."""
-    return [{"reason": r, "message": m, "field": f} for r, m, f in causes]
 
 
 def managed_fields(manager: str, fields: Iterable[str], operation: str = "Update") -> list[Json]:

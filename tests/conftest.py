@@ -18,6 +18,12 @@ Usage from any test module::
 
 ``lease_name`` is a name no other test uses; leases created under names from
 ``kube.lease_name()`` are deleted after the test on shared servers.
+``kube.expire_watch_history()`` makes every resourceVersion so far too old to watch from
+(410 Expired): it compacts the embedded server, restarts the real kube-apiserver (about 3 s),
+and skips on external clusters.
+
+``kube_pair`` yields ``(embedded, real)`` side by side for tests that compare the two directly
+(``tests/conformance/test_differential.py``); it needs the real server like ``[real]`` does.
 """
 
 from __future__ import annotations

@@ -116,20 +116,31 @@ async def test_console_script_is_installed() -> None:
     assert b"Traceback" not in result.stderr
 
 
-async def _read_until(stream: ByteReceiveStream, pattern: re.Pattern[str], seen: list[str]) -> str:
-    """Read lines into ``seen`` until one matches; returns the match's first group."""
-    pending = ""
-    async for chunk in TextReceiveStream(stream):
-        *lines, pending = (pending + chunk).split("\n")
-        for line in lines:
-            seen.append(line)
+class _LineReader:
+    """Lines of a byte stream; keeps what it has read past the line it returned."""
+
+    def __init__(self, stream: ByteReceiveStream) -> None:
+        self._chunks = TextReceiveStream(stream)
+        self._lines: list[str] = []
+        self._pending = ""
+        self.seen: list[str] = []
+
+    async def until(self, pattern: re.Pattern[str]) -> str:
+        """Read lines until one matches ``pattern``; returns the match's first group."""
+        while True:
+            while not self._lines:
+                try:
+                    chunk = await self._chunks.receive()
+                except anyio.EndOfStream:
+                    pytest.fail(f"no line matched {pattern.pattern!r}:\n" + "\n".join(self.seen))
+                *self._lines, self._pending = (self._pending + chunk).split("\n")
+            line = self._lines.pop(0)
+            self.seen.append(line)
             if match := pattern.search(line):
                 return match.group(1)
-    pytest.fail("serve ended before printing it:\n" + "\n".join(seen))
 
 
 async def test_serve_prints_a_kubeconfig_that_kubernetes_asyncio_can_use() -> None:
-    seen: list[str] = []
     with anyio.fail_after(30):
         async with await anyio.open_process(
             [*PYTHON_M, "serve", "--port", "0"],
@@ -138,28 +149,32 @@ async def test_serve_prints_a_kubeconfig_that_kubernetes_asyncio_can_use() -> No
             stderr=subprocess.PIPE,
         ) as process:
             assert process.stdout is not None and process.stderr is not None
-            url = await _read_until(process.stdout, re.compile(r"listening on (\S+)"), seen)
-            path = Path(
-                await _read_until(process.stdout, re.compile(r"admin kubeconfig:\s+(\S+)"), seen)
-            )
-            assert await anyio.Path(path).is_file()
+            try:
+                stdout = _LineReader(process.stdout)
+                url = await stdout.until(re.compile(r"listening on (\S+)"))
+                path = Path(await stdout.until(re.compile(r"admin kubeconfig:\s+(\S+)")))
+                assert await anyio.Path(path).is_file()
 
-            configuration = kubernetes_asyncio.client.Configuration()
-            await kubernetes_asyncio.config.load_kube_config(
-                config_file=str(path), client_configuration=configuration, persist_config=False
-            )
-            assert configuration.host == url
-            async with kubernetes_asyncio.client.ApiClient(configuration) as api:
-                leases = await kubernetes_asyncio.client.CoordinationV1Api(
-                    api
-                ).list_namespaced_lease("default")
-            assert leases.items == []
+                configuration = kubernetes_asyncio.client.Configuration()
+                await kubernetes_asyncio.config.load_kube_config(
+                    config_file=str(path), client_configuration=configuration, persist_config=False
+                )
+                host = configuration.host
+                assert host is not None and host.startswith(url), host
+                async with kubernetes_asyncio.client.ApiClient(configuration) as api:
+                    leases = await kubernetes_asyncio.client.CoordinationV1Api(
+                        api
+                    ).list_namespaced_lease("default")
+                assert leases.items == []
 
-            process.send_signal(signal.SIGTERM)
-            assert await process.wait() == 0
+                process.send_signal(signal.SIGTERM)
+                assert await process.wait() == 0
+            finally:  # a failed assertion must not leave the server running (and hang __aexit__)
+                if process.returncode is None:
+                    process.kill()
             stderr = b"".join([chunk async for chunk in process.stderr]).decode()
     assert stderr == ""
-    assert "Traceback" not in "\n".join(seen)
+    assert "Traceback" not in "\n".join(stdout.seen)
     assert not await anyio.Path(path).exists(), "serve should remove its kubeconfigs at exit"
 
 

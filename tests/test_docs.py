@@ -10,13 +10,17 @@ from __future__ import annotations
 import ast
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import leaderelect
+from leaderelect.testing import LeaseApiServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -138,6 +142,74 @@ def test_every_public_name_is_in_the_reference() -> None:
 # --------------------------------------------------------------------------------------------
 # The examples run
 # --------------------------------------------------------------------------------------------
+
+
+def test_quickstart_runs_three_terms_in_turn() -> None:
+    done = _run([sys.executable, "examples/quickstart.py"])
+    assert done.returncode == 0, _explain(done)
+    lines = done.stdout.splitlines()
+    leads = [re.fullmatch(r"(alice|bob|carol) leads, fencing token (\d+)", line) for line in lines]
+    terms = [(m[1], m[2]) for m in leads if m is not None]
+    assert [token for _, token in terms] == ["0", "1", "2"], _explain(done)
+    assert sorted(name for name, _ in terms) == ["alice", "bob", "carol"]
+    for name, _ in terms:
+        assert f"{name} stepped down and released the lease" in lines
+    assert lines[-1] == "holder at the end: ''"
+
+
+def test_leading_patterns_run() -> None:
+    done = _run([sys.executable, "examples/leading.py"])
+    assert done.returncode == 0, _explain(done)
+    out = done.stdout
+    expected = [
+        r"^observed leader: demo$",
+        r"^demo leads default/patterns, token [0-9a-f-]+:0$",
+        r"^applying 'scale to 3' under token [0-9a-f-]+:1$",
+        r"^started leading with token [0-9a-f-]+:2$",
+        r"^leader is now demo$",
+        r"^stopped leading$",
+        r"^leader is now None$",
+        r"^lost leadership: RENEW_DEADLINE$",
+        r"^after SIGTERM the holder is ''$",
+    ]
+    for pattern in expected:
+        assert re.search(pattern, out, flags=re.MULTILINE), f"{pattern}\n{_explain(done)}"
+
+
+def test_testing_example_passes_under_pytest() -> None:
+    done = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "examples/testing_example.py",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+        ],
+        timeout=90,
+    )
+    assert done.returncode == 0, _explain(done)
+    assert re.search(r"\b4 passed\b", done.stdout), _explain(done)
+
+
+async def test_hello_example_leads_and_releases_on_ctrl_c(
+    leaderelect_server: LeaseApiServer,
+) -> None:
+    kubeconfig = str(leaderelect_server.kubeconfig())
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "PYTHONUNBUFFERED": "1"}
+    with anyio.fail_after(30):
+        async with await anyio.open_process(
+            [sys.executable, "examples/hello.py"], cwd=ROOT, env=env
+        ) as process:
+            assert process.stdout is not None
+            first = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 4096)
+            assert first.decode().startswith("leading with fencing token "), first
+            process.send_signal(signal.SIGINT)
+            await process.wait()
+    lease = leaderelect_server.lease("default", "my-controller")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "", "Ctrl-C did not release the lease"
 
 
 def test_fencing_example_rejects_the_late_write() -> None:

@@ -797,13 +797,15 @@ async def test_watch_asks_for_this_lease_only_with_bookmarks_resumed_from_its_ve
         "resourceVersion": "41",
         "allowWatchBookmarks": "true",
     }
-    # Without a resourceVersion, allowWatchBookmarks would turn it into a watch-list request
-    # (kube-apiserver 1.36 answers those with a 500 ERROR event where etcd lacks progress
+    # From the current state: resourceVersion "0" (served by the watch cache; with none at
+    # all kube-apiserver may wait 3 s and answer 504), and no allowWatchBookmarks, which would
+    # turn it into a watch-list request (a 500 ERROR event where etcd lacks progress
     # notifications).
     assert fresh.query == {
         "watch": "true",
         "fieldSelector": f"metadata.name={NAME}",
         "timeoutSeconds": "3",
+        "resourceVersion": "0",
     }
 
 

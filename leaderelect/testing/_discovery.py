@@ -59,7 +59,9 @@ def api_versions(server_address: str) -> dict[str, Any]:
     return {
         "kind": "APIVersions",
         "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
     }
 
 
@@ -168,6 +170,64 @@ def aggregated_groups() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Health checks (the names v1.36.2 lists with ?verbose)
+
+_POST_START_HOOKS = (
+    "start-apiserver-admission-initializer",
+    "generic-apiserver-start-informers",
+    "priority-and-fairness-config-consumer",
+    "priority-and-fairness-filter",
+    "storage-object-count-tracker-hook",
+    "start-apiextensions-informers",
+    "start-apiextensions-controllers",
+    "crd-informer-synced",
+    "start-system-namespaces-controller",
+    "peer-endpoint-reconciler-controller",
+    "start-cluster-authentication-info-controller",
+    "start-kube-apiserver-identity-lease-controller",
+    "start-kube-apiserver-identity-lease-garbage-collector",
+    "storage-readiness",
+    "start-legacy-token-tracking-controller",
+    "start-service-ip-repair-controllers",
+    "rbac/bootstrap-roles",
+    "scheduling/bootstrap-system-priority-classes",
+    "priority-and-fairness-config-producer",
+    "bootstrap-controller",
+    "start-kubernetes-service-cidr-controller",
+    "start-kube-aggregator-informers",
+    "apiservice-status-local-available-controller",
+    "apiservice-status-remote-available-controller",
+    "apiservice-registration-controller",
+    "apiservice-wait-for-first-sync",
+    "apiservice-discovery-controller",
+    "kube-apiserver-autoregistration",
+)
+_TAIL_CHECKS = (
+    "autoregister-completion",
+    "poststarthook/apiservice-openapi-controller",
+    "poststarthook/apiservice-openapiv3-controller",
+)
+_HOOK_CHECKS = tuple(f"poststarthook/{hook}" for hook in _POST_START_HOOKS)
+HEALTH_CHECKS: dict[str, tuple[str, ...]] = {
+    "readyz": ("ping", "log", "informer-sync", *_HOOK_CHECKS, *_TAIL_CHECKS, "shutdown"),
+    "livez": ("ping", "log", "loopback-serving-certificate", "etcd", *_HOOK_CHECKS, *_TAIL_CHECKS),
+}
+HEALTH_CHECKS["healthz"] = HEALTH_CHECKS["livez"]
+
+
+def health(path: str, verbose: bool) -> str | None:
+    """The body of ``/healthz``, ``/livez``, ``/readyz`` or one of their checks (None: 404)."""
+    endpoint, _, check = path.strip("/").partition("/")
+    checks = HEALTH_CHECKS[endpoint]
+    if check:
+        return "ok" if check in checks else None
+    if not verbose:
+        return "ok"
+    lines = [f"[+]{name} ok" for name in checks]
+    return "\n".join([*lines, f"{endpoint} check passed", ""])
+
+
+# ---------------------------------------------------------------------------------------------
 # OpenAPI v3
 
 _PREFIX = "io.k8s.apimachinery.pkg.apis.meta.v1."
@@ -272,9 +332,7 @@ def openapi_lease_document() -> bytes:
             "kind": {"type": "string"},
             "metadata": {"default": {}, "allOf": [_ref(_PREFIX + "ListMeta")]},
         },
-        "x-kubernetes-group-version-kind": [
-            {"group": GROUP, "kind": "LeaseList", "version": "v1"}
-        ],
+        "x-kubernetes-group-version-kind": [{"group": GROUP, "kind": "LeaseList", "version": "v1"}],
     }
     schemas["io.k8s.api.coordination.v1.LeaseList"] = list_schema
     schemas[_PREFIX + "ListMeta"] = {
@@ -325,7 +383,9 @@ def _operation(action: str, operation_id: str, query: Sequence[str], kind: str) 
         "tags": ["coordination_v1"],
         "operationId": operation_id,
         "parameters": [_param(name) for name in query],
-        "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": schema}}}},
+        "responses": {
+            "200": {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        },
         "x-kubernetes-action": action,
         "x-kubernetes-group-version-kind": {"group": GROUP, "version": "v1", "kind": "Lease"},
     }
@@ -364,7 +424,9 @@ def _openapi_paths() -> dict[str, Any]:
         "parameters": [namespace, pretty],
     }
     every = {
-        "get": _operation("list", "listCoordinationV1LeaseForAllNamespaces", _LIST_PARAMS, "LeaseList"),
+        "get": _operation(
+            "list", "listCoordinationV1LeaseForAllNamespaces", _LIST_PARAMS, "LeaseList"
+        ),
         "parameters": [pretty],
     }
     return {
@@ -411,8 +473,20 @@ _AGE_DESCRIPTION = (
 )
 
 COLUMN_DEFINITIONS = [
-    {"name": "Name", "type": "string", "format": "name", "description": _NAME_DESCRIPTION, "priority": 0},
-    {"name": "Holder", "type": "string", "format": "", "description": _HOLDER_DESCRIPTION, "priority": 0},
+    {
+        "name": "Name",
+        "type": "string",
+        "format": "name",
+        "description": _NAME_DESCRIPTION,
+        "priority": 0,
+    },
+    {
+        "name": "Holder",
+        "type": "string",
+        "format": "",
+        "description": _HOLDER_DESCRIPTION,
+        "priority": 0,
+    },
     {"name": "Age", "type": "string", "format": "", "description": _AGE_DESCRIPTION, "priority": 0},
 ]
 
@@ -460,30 +534,52 @@ def _age(lease: Mapping[str, Any], now: Instant) -> str:
     return human_duration(now.seconds - then.seconds)
 
 
+def _row_object(lease: Mapping[str, Any], include: str, api_version: str) -> dict[str, Any] | None:
+    if include == "None":
+        return None
+    if include == "Object":
+        rest = {k: v for k, v in lease.items() if k not in ("kind", "apiVersion")}
+        return {"kind": "Lease", "apiVersion": GROUP_VERSION, **rest}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": api_version,
+        "metadata": lease["metadata"],
+    }
+
+
 def lease_table(
     leases: Sequence[Mapping[str, Any]],
     list_meta: Mapping[str, Any],
     now: Instant,
     api_version: str = "meta.k8s.io/v1",
+    *,
+    include: str = "Metadata",
+    headers: bool = True,
 ) -> dict[str, Any]:
-    """The ``Table`` of Leases ``kubectl get`` shows (rows carry ``PartialObjectMetadata``)."""
+    """The ``Table`` of Leases ``kubectl get`` shows.
+
+    Args:
+        leases: the rows.
+        list_meta: the Table's ``metadata`` (resourceVersion, continue...).
+        now: the time ages are counted to.
+        api_version: ``meta.k8s.io/v1`` or ``meta.k8s.io/v1beta1``.
+        include: ``includeObject``: ``Metadata`` (PartialObjectMetadata, the default),
+            ``Object`` (the Lease) or ``None``.
+        headers: False sends ``columnDefinitions: null`` (watch events after the first).
+    """
     rows = []
     for lease in leases:
         holder = (lease.get("spec") or {}).get("holderIdentity")
         rows.append(
             {
                 "cells": [lease["metadata"].get("name", ""), holder or "", _age(lease, now)],
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": lease["metadata"],
-                },
+                "object": _row_object(lease, include, api_version),
             }
         )
     return {
         "kind": "Table",
         "apiVersion": api_version,
         "metadata": dict(list_meta),
-        "columnDefinitions": COLUMN_DEFINITIONS,
+        "columnDefinitions": COLUMN_DEFINITIONS if headers else None,
         "rows": rows,
     }

@@ -19,6 +19,7 @@ at those two points; latencies add up and the first matching terminal fault deci
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable, Collection
@@ -166,7 +167,9 @@ class DropConnection(Fault):
     """Close the connection without any answer.
 
     The default ``when="after"`` is a write that commits but whose answer is lost;
-    ``when="before"`` refuses the request without handling it.
+    ``when="before"`` refuses the request without handling it. Note that aiohttp (and so
+    kubernetes_asyncio) sends an idempotent request (GET, PUT, DELETE) once more when its
+    connection drops; limit the fault with ``times`` accordingly.
     """
 
     when: When = "after"
@@ -183,12 +186,23 @@ def partition(user: str, *, mode: Literal["hang", "drop"] = "hang") -> Fault:
 class FaultHandle:
     """An added fault: how often it fired, and a way to remove it (also as a ``with`` block)."""
 
-    __slots__ = ("_injector", "fault", "hits")
+    __slots__ = ("_hit", "_injector", "fault", "hits")
 
     def __init__(self, injector: FaultInjector, fault: Fault) -> None:
         self._injector = injector
         self.fault = fault
         self.hits = 0
+        self._hit = asyncio.Event()
+
+    def _record_hit(self) -> None:
+        self.hits += 1
+        self._hit.set()
+        self._hit = asyncio.Event()
+
+    async def wait_hits(self, count: int = 1) -> None:
+        """Wait until the fault has been applied ``count`` times in all (no polling)."""
+        while self.hits < count:
+            await self._hit.wait()
 
     @property
     def active(self) -> bool:
@@ -272,7 +286,7 @@ class FaultInjector:
                 continue
             if fault.terminal and decided is not None:
                 continue
-            handle.hits += 1
+            handle._record_hit()
             if fault.times is not None and handle.hits >= fault.times:
                 self.remove(handle)
             if isinstance(fault, Latency):

@@ -64,15 +64,18 @@ def field_values(obj: Mapping[str, Any]) -> dict[Path, object]:
         if key in ("labels", "annotations"):
             out[path] = _CONTAINER
             for k, v in value.items():
-                out[(*path, f"f:{k}")] = v
+                entry = (*path, f"f:{k}")
+                out[entry] = v
         elif key == "finalizers":
             out[path] = _CONTAINER
             for item in value:
-                out[(*path, f"v:{_compact(item)}")] = item
+                entry = (*path, f"v:{_compact(item)}")
+                out[entry] = item
         elif key == "ownerReferences":
             out[path] = _CONTAINER
             for ref in value:
-                out[(*path, f"k:{_compact({'uid': ref.get('uid', '')})}")] = _compact(ref)
+                entry = (*path, f"k:{_compact({'uid': ref.get('uid', '')})}")
+                out[entry] = _compact(ref)
         else:
             out[path] = value
     for key, value in (obj.get("spec") or {}).items():
@@ -175,7 +178,12 @@ def _decode_entries(raw: object) -> list[_Entry] | None:
             return None
         operation = str(item["operation"])
         api_version = "" if operation == "Apply" else str(item.get("apiVersion", ""))
-        key = (str(item.get("manager", "")), operation, api_version, str(item.get("subresource", "")))
+        key = (
+            str(item.get("manager", "")),
+            operation,
+            api_version,
+            str(item.get("subresource", "")),
+        )
         time = item.get("time")
         entries.append(_Entry(key, fields, time if isinstance(time, str) else None))
     return entries
@@ -187,7 +195,9 @@ def _encode(entries: Iterable[_Entry]) -> list[dict[str, Any]]:
     return [e.to_json() for e in kept]
 
 
-def managed_fields_for_create(obj: Mapping[str, Any], manager: str, now: str) -> list[dict[str, Any]]:
+def managed_fields_for_create(
+    obj: Mapping[str, Any], manager: str, now: str
+) -> list[dict[str, Any]]:
     """The ``managedFields`` of a newly created Lease (empty when it sets no field)."""
     return _encode([_Entry((manager, "Update", API_VERSION, ""), field_set(obj), now)])
 

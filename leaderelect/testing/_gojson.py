@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Union
+from typing import TypeAlias
 
 __all__ = [
     "GoNumber",
@@ -59,7 +59,9 @@ class JsonObject(dict[str, "JsonValue"]):
         self.duplicates: list[str] = []
 
 
-JsonValue = Union[None, bool, str, int, float, GoNumber, list["JsonValue"], dict[str, "JsonValue"]]
+JsonValue: TypeAlias = (
+    "bool | str | int | float | GoNumber | list[JsonValue] | dict[str, JsonValue] | None"
+)
 
 
 class JsonSyntaxError(ValueError):

@@ -1,4 +1,4 @@
-"""Timestamps as Go's ``time.Parse`` and ``time.Format`` treat them, for the two layouts the Lease API uses.
+"""Timestamps as Go's ``time.Parse`` and ``time.Format`` treat them (the Lease API's layouts).
 
 ``metav1.MicroTime`` (``acquireTime``, ``renewTime``) parses with
 ``2006-01-02T15:04:05.000000Z07:00`` (exactly six fractional digits); ``metav1.Time``
@@ -154,83 +154,106 @@ def _range_error(value: str, what: str) -> GoTimeError:
     return GoTimeError(f"parsing time {go_quote(value)}: {what} out of range")
 
 
-def parse_go_time(value: str, layout: str) -> Instant:  # noqa: C901 - mirrors Go's parser
+def _element(std: str, rest: str, layout: str, fields: dict[str, int]) -> tuple[str, str]:
+    """Parse one standard element into ``fields``; return what remains and a range error.
+
+    Raises:
+        _Bad: the element does not match (Go's ``errBad``).
+    """
+    if std == "2006":
+        if len(rest) < 4 or not _is_digit(rest, 0):
+            raise _Bad
+        fields["year"] = _atoi(rest[:4])
+        return rest[4:], ""
+    if std in _TWO_DIGIT:
+        name, fixed, low, high = _TWO_DIGIT[std]
+        value, rest = _getnum(rest, fixed)
+        fields[name] = value
+        if not low <= value <= high:
+            return rest, name if name != "day" else ""
+        if (
+            std == "05"
+            and layout == RFC3339_LAYOUT
+            and rest[:1] in (".", ",")
+            and _is_digit(rest, 1)
+        ):
+            n = 2
+            while _is_digit(rest, n):
+                n += 1
+            fields["nanos"], what = _nanoseconds(rest, n)
+            return rest[n:], what
+        return rest, ""
+    if std == ".000000":
+        if len(rest) < 7:
+            raise _Bad
+        fields["nanos"], what = _nanoseconds(rest, 7)
+        return rest[7:], what
+    return _zone(rest, fields)
+
+
+def _zone(rest: str, fields: dict[str, int]) -> tuple[str, str]:
+    """``Z07:00``: ``Z`` or ``±hh:mm``."""
+    if rest[:1] == "Z":
+        return rest[1:], ""
+    if len(rest) < 6 or rest[3] != ":":
+        raise _Bad
+    sign, hh, mm, rest = rest[0], rest[1:3], rest[4:6], rest[6:]
+    hours, _ = _getnum(hh, True)
+    minutes, _ = _getnum(mm, True)
+    what = ""
+    if hours > 24:
+        what = "time zone offset hour"
+    if minutes > 60:
+        what = "time zone offset minute"
+    if sign not in "+-" and not what:
+        raise _Bad
+    fields["offset"] = (hours * 60 + minutes) * 60 * (1 if sign == "+" else -1)
+    return rest, what
+
+
+# element -> (field, fixed width, lowest, highest)
+_TWO_DIGIT = {
+    "01": ("month", True, 1, 12),
+    "02": ("day", True, 0, 99),
+    "15": ("hour", False, 0, 23),
+    "04": ("minute", True, 0, 59),
+    "05": ("second", True, 0, 59),
+}
+
+
+def parse_go_time(value: str, layout: str) -> Instant:
     """Parse ``value`` with Go layout ``layout`` (:data:`MICRO_LAYOUT` or :data:`RFC3339_LAYOUT`).
 
     Raises:
         GoTimeError: with Go's message.
     """
     rest = value
-    year = month = day = hour = minute = second = nanos = 0
-    offset = 0
+    fields = dict.fromkeys(("year", "month", "day", "hour", "minute", "second", "nanos"), 0)
+    fields["offset"] = 0
     for prefix, std in _CHUNKS[layout]:
         for expected in prefix:
             if not rest or rest[0] != expected:
                 raise _error(layout, value, rest, prefix)
             rest = rest[1:]
-        hold = rest
-        range_what = ""
         try:
-            if std == "2006":
-                if len(rest) < 4 or not _is_digit(rest, 0):
-                    raise _Bad
-                year, rest = _atoi(rest[:4]), rest[4:]
-            elif std == "01":
-                month, rest = _getnum(rest, True)
-                if not 1 <= month <= 12:
-                    range_what = "month"
-            elif std == "02":
-                day, rest = _getnum(rest, True)
-            elif std == "15":
-                hour, rest = _getnum(rest, False)
-                if not 0 <= hour < 24:
-                    range_what = "hour"
-            elif std == "04":
-                minute, rest = _getnum(rest, True)
-                if not 0 <= minute < 60:
-                    range_what = "minute"
-            elif std == "05":
-                second, rest = _getnum(rest, True)
-                if not 0 <= second < 60:
-                    range_what = "second"
-                elif layout == RFC3339_LAYOUT and len(rest) >= 2 and rest[0] in ".,":
-                    if _is_digit(rest, 1):
-                        n = 2
-                        while _is_digit(rest, n):
-                            n += 1
-                        nanos, range_what = _nanoseconds(rest, n)
-                        rest = rest[n:]
-            elif std == ".000000":
-                if len(rest) < 7:
-                    raise _Bad
-                nanos, range_what = _nanoseconds(rest, 7)
-                rest = rest[7:]
-            else:  # Z07:00
-                if rest[:1] == "Z":
-                    rest = rest[1:]
-                else:
-                    if len(rest) < 6 or rest[3] != ":":
-                        raise _Bad
-                    sign, hh, mm, rest = rest[0], rest[1:3], rest[4:6], rest[6:]
-                    hours, _ = _getnum(hh, True)
-                    minutes, _ = _getnum(mm, True)
-                    if hours > 24:
-                        range_what = "time zone offset hour"
-                    if minutes > 60:
-                        range_what = "time zone offset minute"
-                    if sign not in "+-" and not range_what:
-                        raise _Bad
-                    offset = (hours * 60 + minutes) * 60 * (1 if sign == "+" else -1)
+            remaining, range_what = _element(std, rest, layout, fields)
         except _Bad:
-            raise _error(layout, value, hold, std) from None
+            raise _error(layout, value, rest, std) from None
         if range_what:
             raise _range_error(value, range_what)
+        rest = remaining
     if rest:
         raise GoTimeError(f"parsing time {go_quote(value)}: extra text: {go_quote(rest)}")
+    year, month, day = fields["year"], fields["month"], fields["day"]
     if day < 1 or day > _days_in(month, year):
         raise _range_error(value, "day")
-    seconds = _days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
-    return Instant(seconds - offset, nanos)
+    seconds = (
+        _days_from_civil(year, month, day) * 86400
+        + fields["hour"] * 3600
+        + fields["minute"] * 60
+        + fields["second"]
+    )
+    return Instant(seconds - fields["offset"], fields["nanos"])
 
 
 def _nanoseconds(value: str, nbytes: int) -> tuple[int, str]:

@@ -10,6 +10,7 @@ without awaiting in between.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import copy
@@ -56,6 +57,7 @@ from ._status import (
     method_not_allowed,
     namespace_not_found,
     not_found,
+    status_body,
     success_status,
 )
 from ._store import Expired, Store, Watcher
@@ -164,7 +166,7 @@ def _query_resource_version(call: Call) -> int | None:
 
 
 def _object_resource_version(obj: Mapping[str, Any]) -> int:
-    """An object's ``metadata.resourceVersion`` (0 when empty), as the storage versioner reads it."""
+    """``metadata.resourceVersion`` (0 when empty), as the storage versioner reads it."""
     text = (obj.get("metadata") or {}).get("resourceVersion", "")
     if not text:
         return 0
@@ -199,7 +201,9 @@ def _options_errors(call: Call, kind: str, *, dry_run_only: bool = False) -> Non
     if not dry_run_only:
         validation = call.param("fieldValidation")
         if validation not in _FIELD_VALIDATION:
-            errors.append(FieldError.not_supported("fieldValidation", validation, _FIELD_VALIDATION))
+            errors.append(
+                FieldError.not_supported("fieldValidation", validation, _FIELD_VALIDATION)
+            )
         if len(call.param("fieldManager").encode()) > 128:
             errors.append(FieldError.too_long("fieldManager", 128))
     if errors:
@@ -211,7 +215,7 @@ def _is_dry_run(call: Call) -> bool:
 
 
 def _generate_name(prefix: str) -> str:
-    suffix = "".join(random.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))  # noqa: S311
+    suffix = "".join(random.choice(_NAME_SUFFIX_ALPHABET) for _ in range(5))
     return generate_name_base(prefix) + suffix
 
 
@@ -221,9 +225,7 @@ def _too_large(requested: int, current: int) -> ApiError:
         f"Timeout: Too large resource version: {requested}, current: {current}",
         "Timeout",
         details={
-            "causes": [
-                Cause("ResourceVersionTooLarge", "Too large resource version").to_json()
-            ],
+            "causes": [Cause("ResourceVersionTooLarge", "Too large resource version").to_json()],
             "retryAfterSeconds": 1,
         },
         headers={"Retry-After": "1"},
@@ -253,7 +255,7 @@ def _negotiate(call: Call) -> _Form:
     accept = call.request.headers.get("Accept", "")
     if not accept.strip():
         return _Form("object")
-    plain_ok = False
+    known_media = False
     for entry in accept.split(","):
         parts = [p.strip() for p in entry.split(";")]
         media = parts[0].lower()
@@ -266,10 +268,12 @@ def _negotiate(call: Call) -> _Form:
             "*/*",
         ):
             continue
+        known_media = True
         shape = params.get("as")
         if shape is None:
-            plain_ok = True
             return _Form("object")
+        if media == "application/vnd.kubernetes.protobuf":
+            continue  # transformed forms are served as JSON only here
         if params.get("g") != "meta.k8s.io" or params.get("v") not in ("v1", "v1beta1"):
             continue
         version = f"meta.k8s.io/{params['v']}"
@@ -277,8 +281,13 @@ def _negotiate(call: Call) -> _Form:
             return _Form("table", version)
         if shape in ("PartialObjectMetadata", "PartialObjectMetadataList"):
             return _Form("partial", version)
-    if plain_ok:
-        return _Form("object")
+    if known_media:
+        raise ApiError.make(
+            406,
+            "only the following media types are accepted: application/json, application/yaml, "
+            "application/vnd.kubernetes.protobuf",
+            "NotAcceptable",
+        )
     raise ApiError.make(
         406,
         "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, "
@@ -289,7 +298,11 @@ def _negotiate(call: Call) -> _Form:
 
 
 def _partial(lease: Mapping[str, Any], api_version: str) -> dict[str, Any]:
-    return {"kind": "PartialObjectMetadata", "apiVersion": api_version, "metadata": lease["metadata"]}
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": api_version,
+        "metadata": lease["metadata"],
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +365,7 @@ class Handlers:
         settings: Settings,
         *,
         wall_clock: Callable[[], datetime.datetime],
-        closing: anyio.Event,
+        closing: asyncio.Event,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -378,7 +391,9 @@ class Handlers:
         form = _negotiate(call)
         if form.kind == "table":
             meta = {"resourceVersion": lease["metadata"]["resourceVersion"]}
-            body: Any = _discovery.lease_table([lease], meta, self._now(), form.api_version)
+            body: Any = _discovery.lease_table(
+                [lease], meta, self._now(), form.api_version, include=_include(call)
+            )
         elif form.kind == "partial":
             body = _partial(lease, form.api_version)
         else:
@@ -433,7 +448,9 @@ class Handlers:
                 "request"
             )
 
-    async def _read_lease_body(self, call: Call, options_kind: str) -> tuple[dict[str, Any], list[str]]:
+    async def _read_lease_body(
+        self, call: Call, options_kind: str
+    ) -> tuple[dict[str, Any], list[str]]:
         if _content_type(call) not in _JSON_BODY_TYPES:
             raise ApiError.make(
                 415,
@@ -488,7 +505,9 @@ class Handlers:
             try:
                 limit = int(limit_text)
             except ValueError:
-                raise bad_request(f"strconv.ParseInt: parsing {go_quote(limit_text)}: invalid syntax") from None
+                raise bad_request(
+                    f"strconv.ParseInt: parsing {go_quote(limit_text)}: invalid syntax"
+                ) from None
         selected = self._selection(call)
         continue_token = call.param("continue")
         start = ""
@@ -539,7 +558,12 @@ class Handlers:
                 list_meta["remainingItemCount"] = rest
         form = _negotiate(call)
         if form.kind == "table":
-            return Reply(200, _discovery.lease_table(items, list_meta, self._now(), form.api_version))
+            return Reply(
+                200,
+                _discovery.lease_table(
+                    items, list_meta, self._now(), form.api_version, include=_include(call)
+                ),
+            )
         if form.kind == "partial":
             body: dict[str, Any] = {
                 "kind": "PartialObjectMetadataList",
@@ -572,12 +596,27 @@ class Handlers:
 
         timeout = self._watch_timeout(call)
         bookmarks = call.param("allowWatchBookmarks").lower() in ("true", "1", "t")
-        initial_end = call.param("sendInitialEvents").lower() in ("true", "1", "t")
+        initial: bool | None = None
+        if call.has("sendInitialEvents"):
+            initial = call.param("sendInitialEvents").lower() in ("true", "1", "t")
         deadline = anyio.current_time() + timeout
         store = self.store
         # Snapshot and registration happen together, so no change falls between them.
-        expired: Expired | None = None
-        if not wanted:
+        failure: dict[str, Any] | None = None
+        if initial and bookmarks:
+            # The real server runs on etcd 3.4, which lacks what streaming lists need.
+            failure = status_body(
+                500,
+                "a watch stream was requested by the client but the required storage feature "
+                "RequestWatchProgress is disabled",
+                "InternalError",
+            )
+            start_rv, backlog = store.resource_version, []
+        elif initial is not None:
+            start_rv = max(store.resource_version, wanted or 0)
+            items = store.items(call.namespace or None) if initial else []
+            backlog = [("ADDED", i) for i in items if selected(i)]
+        elif not wanted:
             start_rv = store.resource_version
             backlog = [("ADDED", i) for i in store.items(call.namespace or None) if selected(i)]
         elif wanted > store.resource_version:
@@ -588,38 +627,27 @@ class Handlers:
             try:
                 changes = store.changes_since(wanted)
             except Expired as exc:
-                expired = exc
+                failure = status_body(410, str(exc), "Expired")
                 changes = []
             probe = Watcher(selected, call.info, wanted)
             backlog = [e for e in (probe.translate(c) for c in changes) if e is not None]
         watcher = Watcher(selected, call.info, start_rv)
-        if expired is None:
+        if failure is None:
             store.add_watcher(watcher)
+        form = _negotiate(call)
         response = web.StreamResponse(status=200)
         response.content_type = "application/json"
         response.headers["Cache-Control"] = "no-cache, private"
         response.enable_chunked_encoding()
         try:
             await response.prepare(call.request)
-            if expired is not None:
-                status = {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "status": "Failure",
-                    "message": str(expired),
-                    "reason": "Expired",
-                    "code": 410,
-                }
-                await response.write(dumps({"type": "ERROR", "object": status}).encode())
+            if failure is not None:
+                await response.write(dumps({"type": "ERROR", "object": failure}).encode())
                 return response
+            events = _EventWriter(response, form, _include(call), self._now)
             for event_type, obj in backlog:
-                await response.write(_event(event_type, obj))
-            if initial_end and bookmarks:
-                await response.write(
-                    _bookmark(start_rv, {"k8s.io/initial-events-end": "true"})
-                )
-            await self._stream(watcher, response, deadline, bookmarks)
+                await events.send(event_type, obj)
+            await self._stream(watcher, events, deadline, bookmarks)
         except (ConnectionResetError, ConnectionError):
             logger.debug("watch client went away", extra={"user": call.user})
         finally:
@@ -633,11 +661,13 @@ class Handlers:
             try:
                 seconds = int(text)
             except ValueError:
-                raise bad_request(f"strconv.ParseInt: parsing {go_quote(text)}: invalid syntax") from None
+                raise bad_request(
+                    f"strconv.ParseInt: parsing {go_quote(text)}: invalid syntax"
+                ) from None
         if seconds > 0:
             return float(seconds)
         base = self.settings.min_request_timeout
-        return base * (1.0 + random.random())  # noqa: S311
+        return base * (1.0 + random.random())
 
     def _next_bookmark(self, now: float, deadline: float) -> float | None:
         pre_timeout = deadline - self.settings.bookmark_before_timeout
@@ -645,14 +675,14 @@ class Handlers:
         return candidate if candidate > now else None
 
     async def _stream(
-        self, watcher: Watcher, response: web.StreamResponse, deadline: float, bookmarks: bool
+        self, watcher: Watcher, events: _EventWriter, deadline: float, bookmarks: bool
     ) -> None:
         bookmark_at = self._next_bookmark(anyio.current_time(), deadline) if bookmarks else None
         while True:
             while watcher.queue:
                 event_type, obj = watcher.queue.popleft()
                 watcher.resource_version = _lease_rv(obj)
-                await response.write(_event(event_type, obj))
+                await events.send(event_type, obj)
             if watcher.closed or self._closing.is_set():
                 return
             now = anyio.current_time()
@@ -662,7 +692,7 @@ class Handlers:
                 current = self.store.resource_version
                 if current > watcher.resource_version:
                     watcher.resource_version = current
-                    await response.write(_bookmark(current))
+                    await events.response.write(_bookmark(current))
                 bookmark_at = self._next_bookmark(now, deadline)
                 continue
             wake = deadline if bookmark_at is None else min(deadline, bookmark_at)
@@ -687,7 +717,12 @@ class Handlers:
         obj = copy.deepcopy(dict(lease))
         meta = dict(obj.get("metadata") or {})
         meta["namespace"] = call.namespace
-        for key in ("deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "resourceVersion"):
+        for key in (
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+            "resourceVersion",
+        ):
             meta.pop(key, None)
         if meta.get("generateName") and not meta.get("name"):
             meta["name"] = _generate_name(meta["generateName"])
@@ -792,11 +827,7 @@ class Handlers:
         incoming = dict(as_sent)
         incoming["metadata"] = {
             **as_sent["metadata"],
-            **(
-                {"managedFields": meta["managedFields"]}
-                if "managedFields" in meta
-                else {}
-            ),
+            **({"managedFields": meta["managedFields"]} if "managedFields" in meta else {}),
         }
         managed = managed_fields_for_update(existing, incoming, call.manager, now)
         stored_meta = {k: v for k, v in stored["metadata"].items() if k != "managedFields"}
@@ -822,7 +853,9 @@ class Handlers:
         )
         assert committed is not None
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            self.store.commit(call.namespace, meta["name"], None, user=call.user, verb=call.info.verb)
+            self.store.commit(
+                call.namespace, meta["name"], None, user=call.user, verb=call.info.verb
+            )
         return self._reply_object(call, committed)
 
     # -- PATCH ------------------------------------------------------------------------------
@@ -850,7 +883,10 @@ class Handlers:
             patched = apply_patch(patch_type, document, patch)
         except JsonPatchError:
             raise ApiError.make(
-                422, "the server rejected our request due to an error in our request", "Invalid", details={}
+                422,
+                "the server rejected our request due to an error in our request",
+                "Invalid",
+                details={},
             ) from None
         if isinstance(patched, dict):
             problem = kind_error(*type_meta(patched))
@@ -931,7 +967,9 @@ class Handlers:
                 )
         return self._delete_one(call, existing, options)
 
-    def _delete_one(self, call: Call, existing: dict[str, Any], options: Mapping[str, Any]) -> Reply:
+    def _delete_one(
+        self, call: Call, existing: dict[str, Any], options: Mapping[str, Any]
+    ) -> Reply:
         meta = existing["metadata"]
         finalizers = list(meta.get("finalizers") or [])
         policy = options.get("propagationPolicy")
@@ -968,7 +1006,8 @@ class Handlers:
         for item in items:
             meta = item["metadata"]
             sub = dataclasses.replace(
-                call, info=dataclasses.replace(call.info, name=meta["name"], namespace=meta["namespace"])
+                call,
+                info=dataclasses.replace(call.info, name=meta["name"], namespace=meta["namespace"]),
             )
             self._delete_one(sub, item, options)
         body = {
@@ -1088,10 +1127,15 @@ def _validate_list_options(call: Call, *, watch: bool) -> None:
                     )
                 )
             if match != "NotOlderThan":
-                errors.append(FieldError.not_supported("resourceVersionMatch", match, ["NotOlderThan"]))
+                errors.append(
+                    FieldError.not_supported("resourceVersionMatch", match, ["NotOlderThan"])
+                )
             if call.param("continue"):
                 errors.append(
-                    forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided")
+                    forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    )
                 )
     else:
         if match:
@@ -1104,11 +1148,16 @@ def _validate_list_options(call: Call, *, watch: bool) -> None:
                 )
             if call.param("continue"):
                 errors.append(
-                    forbidden("resourceVersionMatch", "resourceVersionMatch is forbidden when continue is provided")
+                    forbidden(
+                        "resourceVersionMatch",
+                        "resourceVersionMatch is forbidden when continue is provided",
+                    )
                 )
             if match not in ("Exact", "NotOlderThan"):
                 errors.append(
-                    FieldError.not_supported("resourceVersionMatch", match, ["Exact", "NotOlderThan", ""])
+                    FieldError.not_supported(
+                        "resourceVersionMatch", match, ["Exact", "NotOlderThan", ""]
+                    )
                 )
             if match == "Exact" and call.param("resourceVersion") == "0":
                 errors.append(
@@ -1141,14 +1190,51 @@ def _warning(text: str) -> str:
     return f'299 - "{escaped}"'
 
 
-def _event(event_type: str, obj: Mapping[str, Any]) -> bytes:
-    return dumps({"type": event_type, "object": _with_type_meta(obj)}).encode()
+def _include(call: Call) -> str:
+    """``includeObject`` for Table answers: ``Metadata`` (default), ``Object`` or ``None``."""
+    return call.param("includeObject") or "Metadata"
 
 
-def _bookmark(resource_version: int, annotations: Mapping[str, str] | None = None) -> bytes:
+class _EventWriter:
+    """Writes watch events in the negotiated form (Lease, Table, PartialObjectMetadata)."""
+
+    __slots__ = ("_first", "_form", "_include", "_now", "response")
+
+    def __init__(
+        self,
+        response: web.StreamResponse,
+        form: _Form,
+        include: str,
+        now: Callable[[], Instant],
+    ) -> None:
+        self.response = response
+        self._form = form
+        self._include = include
+        self._now = now
+        self._first = True
+
+    async def send(self, event_type: str, obj: Mapping[str, Any]) -> None:
+        body: Any
+        if self._form.kind == "table":
+            meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
+            body = _discovery.lease_table(
+                [obj],
+                meta,
+                self._now(),
+                self._form.api_version,
+                include=self._include,
+                headers=self._first,
+            )
+        elif self._form.kind == "partial":
+            body = _partial(obj, self._form.api_version)
+        else:
+            body = _with_type_meta(obj)
+        self._first = False
+        await self.response.write(dumps({"type": event_type, "object": body}).encode())
+
+
+def _bookmark(resource_version: int) -> bytes:
     meta: dict[str, Any] = {"resourceVersion": str(resource_version)}
-    if annotations:
-        meta["annotations"] = dict(annotations)
     obj = {"kind": "Lease", "apiVersion": API_VERSION, "metadata": meta, "spec": {}}
     return dumps({"type": "BOOKMARK", "object": obj}).encode()
 

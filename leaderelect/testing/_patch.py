@@ -79,7 +79,8 @@ def parse_patch(patch_type: PatchType, data: bytes) -> Any:
     if not isinstance(value, dict):
         if patch_type is PatchType.STRATEGIC:
             raise bad_request(
-                f"json: cannot unmarshal {_kind(value)} into Go value of type map[string]interface {{}}"
+                f"json: cannot unmarshal {_kind(value)} into Go value of type "
+                "map[string]interface {}"
             )
         raise bad_request(
             f"error decoding patch: json: cannot unmarshal {_kind(value)} into Go value of type "
@@ -230,7 +231,7 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
     return type(a) is type(b) and a == b
 
 
@@ -326,8 +327,9 @@ def _strategic(target: Any, patch: Any, path: tuple[str, ...]) -> Any:
             else:
                 result[key] = merged
         elif isinstance(value, list) and child in _SET_LISTS:
-            current = result.get(key) if isinstance(result.get(key), list) else []
-            result[key] = list(value) + [v for v in current if v not in value]
+            current = result.get(key)
+            kept = [v for v in current if v not in value] if isinstance(current, list) else []
+            result[key] = list(value) + kept
         elif isinstance(value, list) and child in _KEYED_LISTS:
             result[key] = _merge_keyed(result.get(key), value, _KEYED_LISTS[child], child)
         else:
@@ -350,7 +352,11 @@ def _merge_keyed(current: Any, items: list[Any], key: str, path: tuple[str, ...]
             result.append(item)
             continue
         match = next(
-            (i for i, v in enumerate(result) if isinstance(v, dict) and v.get(key) == item.get(key)),
+            (
+                i
+                for i, v in enumerate(result)
+                if isinstance(v, dict) and v.get(key) == item.get(key)
+            ),
             None,
         )
         if item.get(_DIRECTIVE) == "delete":

@@ -108,7 +108,7 @@ class RequestCounter:
         wanted = (verb, resource, user, namespace, name)
 
         def hit(key: _Key) -> bool:
-            return all(w is None or w == k for w, k in zip(wanted, key))
+            return all(w is None or w == k for w, k in zip(wanted, key, strict=True))
 
         if code is None:
             return sum(n for key, n in self._arrivals.items() if hit(key))

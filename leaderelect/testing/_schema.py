@@ -248,7 +248,7 @@ class _Decoder:
                 out[key] = decoded
         return out
 
-    def value(self, item: Any, gotype: GoType, struct: str, path: str) -> Any:  # noqa: C901
+    def value(self, item: Any, gotype: GoType, struct: str, path: str) -> Any:
         kind = gotype.kind
         if kind is Kind.STRING:
             if isinstance(item, str):
@@ -381,11 +381,12 @@ def normalize(obj: Mapping[str, Any], struct: Struct = LEASE) -> dict[str, Any]:
             continue
         if not present or (not field.pointer and _is_zero(value)):
             continue
-        if kind is Kind.STRING_MAP:
+        if kind is Kind.STRING_MAP and isinstance(value, Mapping):
             value = {k: value[k] for k in sorted(value)}
-        elif kind is Kind.LIST and field.type.elem is not None and field.type.elem.struct:
+        elif kind is Kind.LIST and isinstance(value, list) and field.type.elem is not None:
             elem_struct = field.type.elem.struct
-            value = [normalize(item, elem_struct) for item in value]
+            if elem_struct is not None:
+                value = [normalize(item, elem_struct) for item in value]
         out[field.name] = value
     return out
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ._status import ApiError, bad_request
+from ._status import bad_request
 
 __all__ = ["FieldSelector", "LabelSelector", "parse_field_selector", "parse_label_selector"]
 
@@ -22,7 +22,10 @@ class FieldSelector:
     def matches(self, obj: Mapping[str, Any]) -> bool:
         """True when the object satisfies every term."""
         meta = obj.get("metadata") or {}
-        values = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace", "")}
+        values = {
+            "metadata.name": meta.get("name", ""),
+            "metadata.namespace": meta.get("namespace", ""),
+        }
         return all((values[field] == value) == equal for field, equal, value in self.terms)
 
     @property
@@ -137,7 +140,17 @@ class LabelSelector:
 # The label selector grammar, lexer and parser as k8s.io/apimachinery/pkg/labels has them.
 
 _SPECIAL = "=!(),><"
-_SYMBOLS = {")": ")", ",": ",", "!": "!", "==": "==", "=": "=", ">": "gt", "<": "lt", "!=": "!=", "(": "("}
+_SYMBOLS = {
+    ")": ")",
+    ",": ",",
+    "!": "!",
+    "==": "==",
+    "=": "=",
+    ">": "gt",
+    "<": "lt",
+    "!=": "!=",
+    "(": "(",
+}
 _KEYWORDS = {"in": "in", "notin": "notin"}
 _BINARY = ("in", "notin", "=", "==", "!=", "gt", "lt")
 _IDENT = "ident"
@@ -268,7 +281,7 @@ class _LabelParser:
         problems = []
         if token in ("gt", "lt"):
             problems += [
-                f'values[{i}]: Invalid value: "{v}": for \'Gt\', \'Lt\' operators, the value must '
+                f"values[{i}]: Invalid value: \"{v}\": for 'Gt', 'Lt' operators, the value must "
                 "be an integer"
                 for i, v in enumerate(values)
                 if not _is_int(v)
@@ -276,7 +289,9 @@ class _LabelParser:
         for i, value in enumerate(values):
             errors = _label_value_errors(value)
             if errors:
-                problems.append(f'values[{i}][{key}]: Invalid value: "{value}": {"; ".join(errors)}')
+                problems.append(
+                    f'values[{i}][{key}]: Invalid value: "{value}": {"; ".join(errors)}'
+                )
         if problems:
             raise ValueError(problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]")
         return _Requirement(key, token, values)
@@ -296,7 +311,9 @@ class _LabelParser:
                 if token == ",":
                     after, after_literal = self.lookahead(True)
                     if after not in (_IDENT, "!"):
-                        raise bad_request(f"found '{after_literal}', expected: identifier after ','")
+                        raise bad_request(
+                            f"found '{after_literal}', expected: identifier after ','"
+                        )
                     continue
                 raise bad_request(f"found '{literal}', expected: ',' or 'end of string'")
             if token == _END:

@@ -56,6 +56,7 @@ SYSTEM_USER = "system:apiserver"
 
 _HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
 _TOKEN_PREFIX = "_token"
+_PAGE_NOT_FOUND = Reply(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
 _PRETTY_AGENTS = ("curl", "Wget", "Mozilla/5.0")
 
 
@@ -334,7 +335,7 @@ class LeaseApiServer:
         name: str,
         predicate: Callable[[Mapping[str, Any] | None], bool],
         *,
-        timeout: float = 10.0,
+        timeout: float = 10.0,  # noqa: ASYNC109 - part of the documented API
     ) -> dict[str, Any] | None:
         """Wait until the stored Lease satisfies ``predicate``; return it (None when absent).
 
@@ -469,7 +470,9 @@ class LeaseApiServer:
         self.requests.record_answer(info, response.status)
         return response
 
-    async def _inflict(self, fault: Fault, request: web.Request, info: RequestInfo) -> web.StreamResponse:
+    async def _inflict(
+        self, fault: Fault, request: web.Request, info: RequestInfo
+    ) -> web.StreamResponse:
         """Answer as the fault says (error), or never (hang, drop)."""
         if isinstance(fault, ErrorResponse):
             headers: list[tuple[str, str]] = []
@@ -499,7 +502,9 @@ class LeaseApiServer:
         user = self._users.get(info.user)
         if route is None:
             allowed = (
-                user.allows_path(info.path) if user is not None else anonymous_allows_path(info.path)
+                user.allows_path(info.path)
+                if user is not None
+                else anonymous_allows_path(info.path)
             )
             if not allowed:
                 raise forbidden(info.user, info.verb, resource=None, path=info.path)
@@ -562,32 +567,46 @@ class LeaseApiServer:
             return result
         if (route.group, route.version) in ((GROUP, "v1"), ("", "v1")):
             raise path_not_found()
-        return Reply(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
+        return _PAGE_NOT_FOUND
 
     def _non_resource(self, request: web.Request, info: RequestInfo) -> Reply:
         path = info.path.rstrip("/") or "/"
         accept = request.headers.get("Accept", "")
         aggregated = "as=APIGroupDiscoveryList" in accept and "v=v2" in accept
         if request.method != "GET":
-            return Reply(405, status_body(405, "the server does not allow this method on the requested resource", "MethodNotAllowed", details={}))
+            return Reply(
+                405,
+                status_body(
+                    405,
+                    "the server does not allow this method on the requested resource",
+                    "MethodNotAllowed",
+                    details={},
+                ),
+            )
         if path == "/version":
             return Reply(200, _discovery.VERSION_INFO, pretty=True)
         if path in _HEALTH_PATHS or path.startswith(tuple(p + "/" for p in _HEALTH_PATHS)):
-            text = "ok"
-            if "verbose" in request.query:
-                name = path.strip("/").split("/")[0]
-                text = "[+]ping ok\n[+]log ok\n[+]etcd ok\n" f"{name} check passed\n"
-            return Reply(200, text.encode(), content_type="text/plain; charset=utf-8")
+            text = _discovery.health(path, "verbose" in request.query)
+            if text is None:
+                return _PAGE_NOT_FOUND
+            reply = Reply(200, text.encode(), content_type="text/plain; charset=utf-8")
+            if path in _HEALTH_PATHS:
+                reply.headers.append(("X-Content-Type-Options", "nosniff"))
+            return reply
         discovery: Any = None
         content_type = "application/json"
         if path == "/api":
-            discovery = _discovery.aggregated_core() if aggregated else _discovery.api_versions(
-                f"{self._host}:{self.port}"
+            discovery = (
+                _discovery.aggregated_core()
+                if aggregated
+                else _discovery.api_versions(f"{self._host}:{self.port}")
             )
         elif path == "/api/v1":
             discovery = _discovery.core_resource_list()
         elif path == "/apis":
-            discovery = _discovery.aggregated_groups() if aggregated else _discovery.api_group_list()
+            discovery = (
+                _discovery.aggregated_groups() if aggregated else _discovery.api_group_list()
+            )
         elif path == f"/apis/{GROUP}":
             discovery = _discovery.api_group()
         elif path == f"/apis/{GROUP}/v1":
@@ -596,10 +615,12 @@ class LeaseApiServer:
             return Reply(200, _discovery.openapi_index(), content_type="text/plain; charset=utf-8")
         elif path == f"/openapi/v3/apis/{GROUP}/v1":
             return Reply(200, _discovery.openapi_lease_document())
+        elif path.startswith("/openapi/v3/"):
+            return Reply(404, b"", content_type="")
         elif path.startswith(f"/apis/{GROUP}/"):
             raise path_not_found()
         if discovery is None:
-            return Reply(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
+            return _PAGE_NOT_FOUND
         headers: list[tuple[str, str]] = []
         if path in ("/api", "/apis"):
             headers.append(("Vary", "Accept"))
@@ -618,8 +639,9 @@ class LeaseApiServer:
         response = web.Response(status=reply.status, body=body)
         response.headers["Audit-Id"] = str(uuid.uuid4())
         response.headers["Cache-Control"] = "no-cache, private"
-        response.headers["Content-Type"] = reply.content_type
-        if reply.content_type.startswith("text/plain") or reply.status == 403:
+        if reply.content_type:
+            response.headers["Content-Type"] = reply.content_type
+        if reply.status in (403, 404) and reply.content_type.startswith("text/plain"):
             response.headers["X-Content-Type-Options"] = "nosniff"
         for key, value in reply.headers:
             if key.lower() == "x-content-type-options":

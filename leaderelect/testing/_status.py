@@ -1,4 +1,4 @@
-"""Kubernetes ``Status`` error bodies and ``field.Error`` lists, spelled as kube-apiserver spells them.
+"""Kubernetes ``Status`` bodies and ``field.Error`` lists, spelled as kube-apiserver spells them.
 
 Every failure the server answers is an :class:`ApiError` carrying a ready ``Status`` body (key
 order ``kind, apiVersion, metadata, status, message, reason, details, code``). The constructors

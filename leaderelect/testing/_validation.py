@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._gojson import GoNumber, JsonObject, JsonSyntaxError, JsonValue, parse
+from ._gojson import JsonObject, JsonSyntaxError, JsonValue, parse
 from ._schema import DecodeFailure, decode, json_kind
 from ._status import ApiError, FieldError, bad_request
 
@@ -123,13 +123,9 @@ def _unrecognized(error: str, data: bytes) -> ApiError:
 def _interpret(value: JsonValue, data: bytes) -> tuple[str, str, str]:
     """The body's group, version and kind, defaulted as kube-apiserver defaults them."""
     if value is not None and not isinstance(value, dict):
-        kind = "array" if isinstance(value, list) else "string"
-        if isinstance(value, (GoNumber, int, float)):
-            kind = "number"
-        elif isinstance(value, bool):
-            kind = "bool"
         raise _unrecognized(
-            f"json: cannot unmarshal {kind} into Go value of type {_TYPEMETA_STRUCT}", data
+            f"json: cannot unmarshal {json_kind(value)} into Go value of type {_TYPEMETA_STRUCT}",
+            data,
         )
     for key, item in (value or {}).items():
         if key in ("apiVersion", "kind") and item is not None and not isinstance(item, str):
@@ -142,7 +138,7 @@ def _interpret(value: JsonValue, data: bytes) -> tuple[str, str, str]:
 
 
 def type_meta(value: Mapping[str, Any]) -> tuple[str, str, str]:
-    """Group, version and kind of a decoded object, defaulted to ``coordination.k8s.io/v1 Lease``."""
+    """Group, version and kind of a decoded object (defaults: ``coordination.k8s.io/v1 Lease``)."""
     api_version = value.get("apiVersion")
     kind = value.get("kind")
     group, _, version = (api_version if isinstance(api_version, str) else "").rpartition("/")
@@ -324,8 +320,12 @@ _ANNOTATIONS_LIMIT = 256 * 1024
 def _labels(labels: Mapping[str, str]) -> list[FieldError]:
     errors = []
     for key, value in labels.items():
-        errors += [FieldError.invalid("metadata.labels", key, m) for m in qualified_name_errors(key)]
-        errors += [FieldError.invalid("metadata.labels", value, m) for m in label_value_errors(value)]
+        errors += [
+            FieldError.invalid("metadata.labels", key, m) for m in qualified_name_errors(key)
+        ]
+        errors += [
+            FieldError.invalid("metadata.labels", value, m) for m in label_value_errors(value)
+        ]
     return errors
 
 
@@ -356,7 +356,9 @@ def _owner_references(refs: Sequence[Mapping[str, Any]]) -> list[FieldError]:
             if not ref.get(key):
                 errors.append(
                     FieldError.invalid(
-                        f"metadata.ownerReferences.{key}", str(ref.get(key, "")), "must not be empty"
+                        f"metadata.ownerReferences.{key}",
+                        str(ref.get(key, "")),
+                        "must not be empty",
                     )
                 )
         if ref.get("controller"):
@@ -366,7 +368,7 @@ def _owner_references(refs: Sequence[Mapping[str, Any]]) -> list[FieldError]:
             FieldError.invalid(
                 "metadata.ownerReferences",
                 list(refs),
-                "Only one reference can have Controller set to true. Found \"true\" in references "
+                'Only one reference can have Controller set to true. Found "true" in references '
                 f"for {' and '.join(controllers)}",
             )
         )
@@ -407,7 +409,9 @@ def _object_meta(meta: Mapping[str, Any], *, dns_names: bool) -> list[FieldError
     generation = meta.get("generation", 0)
     if generation < 0:
         errors.append(
-            FieldError.invalid("metadata.generation", generation, "must be greater than or equal to 0")
+            FieldError.invalid(
+                "metadata.generation", generation, "must be greater than or equal to 0"
+            )
         )
     errors += _labels(meta.get("labels") or {})
     errors += _annotations(meta.get("annotations") or {})
@@ -421,11 +425,15 @@ def _object_meta_update(meta: Mapping[str, Any], old: Mapping[str, Any]) -> list
     errors: list[FieldError] = []
     if meta.get("generation", 0) < old.get("generation", 0):
         errors.append(
-            FieldError.invalid("metadata.generation", meta.get("generation", 0), "must not be decremented")
+            FieldError.invalid(
+                "metadata.generation", meta.get("generation", 0), "must not be decremented"
+            )
         )
     for key in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp"):
         if meta.get(key) != old.get(key):
-            errors.append(FieldError.invalid(f"metadata.{key}", meta.get(key), "field is immutable"))
+            errors.append(
+                FieldError.invalid(f"metadata.{key}", meta.get(key), "field is immutable")
+            )
     errors += _labels(meta.get("labels") or {})
     errors += _annotations(meta.get("annotations") or {})
     errors += _owner_references(meta.get("ownerReferences") or [])

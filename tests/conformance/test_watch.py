@@ -354,3 +354,17 @@ async def test_elector_cannot_watch_at_cluster_scope(kube: KubeTarget) -> None:
         'leases.coordination.k8s.io is forbidden: User "elector" cannot watch resource "leases" '
         'in API group "coordination.k8s.io" at the cluster scope'
     )
+
+
+async def test_initial_added_events_come_in_name_order(kube: KubeTarget) -> None:
+    raw = kube.raw()
+    label = kube.lease_name("set")
+    names = [kube.lease_name(hint) for hint in ("c", "a", "b")]
+    for name in names:
+        body = {"metadata": {"name": name, "labels": {"set": label}}, "spec": {}}
+        assert (await raw.request("POST", leases_path(), body)).status == 201
+    params = {"labelSelector": f"set={label}", "timeoutSeconds": "10"}
+    async with raw.watch(leases_path(), params) as stream:
+        events = await stream.take(3)
+    assert [e.type for e in events] == ["ADDED"] * 3
+    assert [e.object["metadata"]["name"] for e in events] == sorted(names)

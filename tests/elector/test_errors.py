@@ -39,7 +39,13 @@ async def test_forbidden_create_names_the_missing_verb_and_keeps_campaigning(
             async with await LeaseLock.from_kubeconfig(
                 lease_name, kube.namespace, config_file=kube.kubeconfig("reader")
             ) as lock:
-                elector = LeaderElector(lock, identity="reader-1", **FAST)
+                elector = LeaderElector(
+                    lock,
+                    identity="reader-1",
+                    lease_duration=FAST["lease_duration"],
+                    renew_deadline=FAST["renew_deadline"],
+                    retry_period=FAST["retry_period"],
+                )
                 async with anyio.create_task_group() as tg:
 
                     async def campaign() -> None:

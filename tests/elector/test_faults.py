@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from _fleet import FAST, open_fleet
+from _fleet import FAST, Candidate, open_fleet
 from _kube import KubeTarget
 
 from leaderelect import LossReason
@@ -74,12 +74,13 @@ async def test_renewal_committed_but_answer_lost_keeps_leadership(
             await leader.led.wait()
             server.faults.add(DropConnection(user="lucky", verb="update", times=1))
             renewals = len(server.writes)
-            # The lost answer makes the next renewal conflict; the leader re-reads, sees the
-            # lease is still its own in this term, and goes on renewing.
+            # The lost answer makes the next renewal conflict (aiohttp may even resend the
+            # PUT itself); the leader re-reads, sees the lease is still its own in this term,
+            # and goes on renewing.
             await server.wait_for_lease(
                 kube.namespace,
                 lease_name,
-                lambda lease: server.resource_version >= renewals + 5,
+                lambda lease: len(server.writes) >= renewals + 5,
                 timeout=10,
             )
             assert leader.lost is None
@@ -98,10 +99,9 @@ async def test_released_lease_is_taken_over_from_the_watch_without_polling(
         async with open_fleet(kube, lease_name) as fleet:
             leader = await fleet.start("first", **slow)
             await leader.led.wait()
+            watches = server.faults.add(Latency(user="second", verb="watch", seconds=0))
             follower = await fleet.start("second", **slow)
-            await server.wait_for_lease(
-                kube.namespace, lease_name, lambda lease: True, timeout=5
-            )
+            await watches.wait_hits(1)  # the follower has read the lease and is watching
             leader.stop()
             await follower.led.wait()
             assert leader.interval is not None and follower.interval is not None
@@ -123,10 +123,10 @@ async def test_followers_make_no_requests_in_steady_state(
         async with open_fleet(kube, lease_name) as fleet:
             leader = await fleet.start("steady-leader")
             await leader.led.wait()
+            watches = server.faults.add(Latency(verb="watch", seconds=0))
             for i in range(followers):
                 await fleet.start(f"steady-{i}")
-            # Every follower has read the lease and opened its watch.
-            await _wait_for_count(server, verb="watch", at_least=followers + 1)
+            await watches.wait_hits(followers)  # every follower has read the lease and watches
             server.requests.reset()
             window = 20 * FAST["retry_period"]
             await anyio.sleep(window)  # a window of steady state, measured
@@ -140,9 +140,82 @@ async def test_followers_make_no_requests_in_steady_state(
     assert 18 <= leader_writes <= 21
 
 
-async def _wait_for_count(server: object, *, verb: str, at_least: int) -> None:
-    from leaderelect.testing import LeaseApiServer
+class RecordingMetrics:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, object]] = []
 
-    assert isinstance(server, LeaseApiServer)
-    while server.requests.count(verb=verb) < at_least:
-        await anyio.sleep(0.01)
+    def leading_changed(self, lease: str, leading: bool) -> None:
+        self.events.append(("leading", leading))
+
+    def acquired(self, lease: str, waited: float, transitions: int) -> None:
+        self.events.append(("acquired", transitions))
+
+    def renewed(self, lease: str, latency: float) -> None:
+        self.events.append(("renewed", latency >= 0))
+
+    def renew_failed(self, lease: str, error: str) -> None:
+        self.events.append(("renew_failed", error))
+
+    def slow_path(self, lease: str) -> None:
+        self.events.append(("slow_path", None))
+
+    def lost(self, lease: str, reason: LossReason) -> None:
+        self.events.append(("lost", reason))
+
+
+async def test_metrics_follow_a_term_from_acquisition_to_loss(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    metrics = RecordingMetrics()
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            leader = await fleet.start("measured", metrics=metrics)
+            await leader.led.wait()
+            await server.wait_for_lease(
+                kube.namespace,
+                lease_name,
+                lambda _: ("renewed", True) in metrics.events,
+                timeout=5,
+            )
+            server.faults.add(ErrorResponse(user="measured", verb="update", status=503))
+            await leader.done.wait()
+    kinds = [kind for kind, _ in metrics.events]
+    assert metrics.events[:2] == [("acquired", 0), ("leading", True)]
+    assert "renewed" in kinds
+    assert ("renew_failed", "ApiUnavailable") in metrics.events
+    assert metrics.events[-2:] == [("lost", LossReason.RENEW_DEADLINE), ("leading", False)]
+
+
+async def test_check_reports_a_leader_whose_work_ignores_cancellation(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    lease_duration = FAST["lease_duration"]
+    verdicts: list[str | None] = []
+
+    async def stubborn(leadership: object) -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                # Work that ignores its cancellation for longer than a lease.
+                await anyio.sleep(lease_duration + 0.5)
+                verdicts.append(leader.elector.check(tolerance=0.2))
+
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            elector = await fleet.elector("wedged")
+            leader = Candidate(elector, fleet.log)
+            leader.body = stubborn
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(leader.run)
+                await leader.led.wait()
+                assert elector.check() is None
+                server.faults.add(Hang(user="wedged", verb="update"))
+                await leader.done.wait()
+    assert verdicts and verdicts[0] is not None
+    assert "has not renewed" in verdicts[0]
+    assert elector.check() is None  # the term is over

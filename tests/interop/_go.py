@@ -2,7 +2,7 @@
 
 ``le-example`` is client-go's leader-election example (``../shared/kube-apiserver/bin``) with
 timing flags. A :class:`GoCandidate` starts it for one Lease and identity, reads its klog lines
-from stderr as they arrive and turns the ones that matter into :class:`GoEvent`\\ s, timestamped
+from stderr as they arrive and turns the ones that matter into :class:`GoEvent` objects, timestamped
 with the test's event-loop clock at arrival (``anyio.current_time()``, the clock our Python
 candidates record their work on), so both sides land on one timeline. It is stopped with
 SIGTERM (graceful: client-go's ``ReleaseOnCancel`` writes holder ``""``, 1 s, then it exits) or

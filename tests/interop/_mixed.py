@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import math
 import os
 import re
@@ -32,7 +31,14 @@ from _go import GoCandidate, GoEvent, GoEventKind, GoTimings
 from _kube import KubeTarget, leases_path
 from anyio.abc import TaskGroup, TaskStatus
 
-from leaderelect import LeaderElector, Leadership, LeadershipLost, LeaseLock, LeaseRecord
+from leaderelect import (
+    LeaderElector,
+    Leadership,
+    LeadershipLost,
+    LeaseLock,
+    LeaseRecord,
+    Timings,
+)
 from leaderelect._record import parse_micro_time, record_from_spec
 
 __all__ = [
@@ -40,13 +46,10 @@ __all__ = [
     "LeaseState",
     "MixedFleet",
     "PyCandidate",
-    "PyTimings",
     "Term",
     "open_mixed_fleet",
     "real_kube_variants",
 ]
-
-logger = logging.getLogger("interop")
 
 T = TypeVar("T")
 
@@ -65,13 +68,6 @@ def real_kube_variants() -> list[Any]:
     if os.environ.get("LEADERELECT_KUBECONFIG"):
         variants.append(pytest.param("external", id="external", marks=pytest.mark.real_server))
     return variants
-
-
-@dataclass(frozen=True)
-class PyTimings:
-    lease_duration: float
-    renew_deadline: float
-    retry_period: float
 
 
 @dataclass
@@ -388,7 +384,7 @@ class MixedFleet:
         return candidate
 
     async def start_py(
-        self, identity: str, timings: PyTimings, *, release_on_cancel: bool = True
+        self, identity: str, timings: Timings, *, release_on_cancel: bool = True
     ) -> PyCandidate:
         assert identity not in self.go and identity not in self.py, identity
         lock = await LeaseLock.from_kubeconfig(
@@ -439,6 +435,12 @@ class MixedFleet:
             what=f"the lease watch to show {latest.identity}",
         )
         return latest
+
+    async def wait_for_state(
+        self, predicate: Callable[[LeaseState], bool], *, within: float = 5.0, what: str
+    ) -> LeaseState:
+        """The first version of the lease (already seen or still to come) matching ``predicate``."""
+        return await self.until(lambda: self.history.first(predicate), within=within, what=what)
 
     async def next_renewal(self, holder: str, *, within: float = 15.0) -> LeaseState:
         """The next version of the lease written by ``holder`` from now on."""

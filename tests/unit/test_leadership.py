@@ -37,7 +37,7 @@ def test_term_is_valid_until_renew_deadline_after_send_time() -> None:
     clock = FakeClock()
     term = make_term(clock)
     assert term.deadline == 1010.0
-    assert term.is_valid
+    assert term.time_left() == 10.0
     clock.now = 1009.5
     assert term.time_left() == 0.5
     clock.now = 1010.0
