@@ -40,6 +40,10 @@ __all__ = [
     "Latency",
     "When",
     "partition",
+    "RawResponse",
+    "StallWatch",
+    "ExpireWatch",
+    "deny_writes",
 ]
 
 logger = logging.getLogger(__name__)
@@ -183,6 +187,88 @@ def partition(user: str, *, mode: Literal["hang", "drop"] = "hang") -> Fault:
     return DropConnection(user=user, when="before")
 
 
+# -- faults served by ChaosApiServer (leaderelect.testing._chaos) ------------------------------
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class RawResponse(Fault):
+    """Answer matching requests with exactly these bytes, valid or not.
+
+    For what a validating server never sends by itself: a malformed Lease, a non-JSON error,
+    an arbitrary status, a truncated or a slow body, a hand-written watch stream.
+
+    Attributes:
+        status: the HTTP status.
+        body: the body, sent as is.
+        content_type: the ``Content-Type`` header (``""`` for none).
+        headers: extra ``(name, value)`` headers.
+        pause: seconds to wait between the first half of the body and the rest (a slow body).
+        truncate: announce the whole body's length, send its first half, then close the
+            connection.
+    """
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+    pause: float = 0.0
+    truncate: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class StallWatch(Fault):
+    """Open matching watch streams (``200``, headers sent) and then send nothing.
+
+    The stream stays silent for ``seconds`` (None: until the fault is released, see
+    ``ChaosApiServer.release``, or the server stops) and then ends, as a connection that
+    stalled and later recovered. ``ChaosApiServer.stall_watches`` silences streams that are
+    already open.
+    """
+
+    verb: Selector = "watch"
+    seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ExpireWatch(Fault):
+    """Answer a watch that *resumes* from a resourceVersion with ``410 Expired``.
+
+    As kube-apiserver does once the version left its watch cache: ``200``, then one ``ERROR``
+    event carrying a ``Status`` with code 410. Watches without a resourceVersion (or with
+    ``"0"``) are not affected.
+    """
+
+    verb: Selector = "watch"
+
+    def matches(self, info: RequestInfo) -> bool:
+        """A matching watch request that names a resourceVersion to resume from."""
+        resume = info.query.get("resourceVersion", "")
+        return Fault.matches(self, info) and resume not in ("", "0")
+
+
+_WRITE_VERBS = ("create", "update", "patch", "delete")
+
+
+def deny_writes(user: str, *, status: int = 403, times: int | None = None) -> ErrorResponse:
+    """Refuse every write by ``user``, as an admission policy does (403) or validation (422).
+
+    This is how a holder is fenced off in kube-apiserver's own tests: a
+    ValidatingAdmissionPolicy denying the writes that would keep it the holder. Reads and
+    watches still work, so the candidate sees everything and can change nothing.
+    """
+    if status == 422:
+        message = (
+            'Lease.coordination.k8s.io "lease" is invalid: spec.holderIdentity: '
+            f"Forbidden: injected fault: writes by {user} are denied"
+        )
+    else:
+        message = (
+            'admission webhook "deny.leaderelect.test" denied the request: '
+            f"injected fault: writes by {user} are denied"
+        )
+    return ErrorResponse(user=user, verb=_WRITE_VERBS, status=status, message=message, times=times)
+
+
 class FaultHandle:
     """An added fault: how often it fired, and a way to remove it (also as a ``with`` block)."""
 
@@ -238,7 +324,15 @@ class FaultInjector:
         self._cut_watches = cut_watches
 
     def add(self, fault: Fault) -> FaultHandle:
-        """Start applying ``fault``; returns a handle to remove it."""
+        """Start applying ``fault``; returns a handle to remove it.
+
+        Raises:
+            TypeError: ``fault`` is the bare :class:`Fault` base (which does nothing).
+        """
+        if type(fault) is Fault:
+            raise TypeError(
+                "add a Latency, ErrorResponse, Hang or DropConnection, not a bare Fault"
+            )
         handle = FaultHandle(self, fault)
         self._handles.append(handle)
         logger.debug("fault added", extra={"fault": repr(fault)})

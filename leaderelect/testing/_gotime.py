@@ -170,7 +170,7 @@ def _element(std: str, rest: str, layout: str, fields: dict[str, int]) -> tuple[
         value, rest = _getnum(rest, fixed)
         fields[name] = value
         if not low <= value <= high:
-            return rest, name if name != "day" else ""
+            return rest, name
         if (
             std == "05"
             and layout == RFC3339_LAYOUT

@@ -346,27 +346,24 @@ def _strategic(target: Any, patch: Any, path: tuple[str, ...]) -> Any:
 
 
 def _merge_keyed(current: Any, items: list[Any], key: str, path: tuple[str, ...]) -> list[Any]:
-    result = list(current) if isinstance(current, list) else []
+    """Merge list items by ``key``: the patch's items first (merged with their originals),
+    then the original items the patch does not name; ``$patch: delete`` removes one."""
+    original = list(current) if isinstance(current, list) else []
+
+    def ident(value: Any) -> Any:
+        return value.get(key) if isinstance(value, dict) else value
+
+    named = {ident(item) for item in items}
+    merged = []
     for item in items:
         if not isinstance(item, dict):
-            result.append(item)
+            merged.append(item)
             continue
-        match = next(
-            (
-                i
-                for i, v in enumerate(result)
-                if isinstance(v, dict) and v.get(key) == item.get(key)
-            ),
-            None,
-        )
         if item.get(_DIRECTIVE) == "delete":
-            if match is not None:
-                result.pop(match)
-        elif match is None:
-            result.append(_strategic({}, item, path))
-        else:
-            result[match] = _strategic(result[match], item, path)
-    return result
+            continue
+        base: Any = next((v for v in original if ident(v) == ident(item)), {})
+        merged.append(_strategic(base, item, path))
+    return merged + [v for v in original if ident(v) not in named]
 
 
 def _apply_order(items: list[Any], order: list[Any], key: str | None) -> list[Any]:

@@ -13,6 +13,7 @@ Each request goes through one path (:meth:`LeaseApiServer._handle`):
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import datetime
 import logging
@@ -29,10 +30,12 @@ from aiohttp import web
 
 from . import _discovery
 from ._auth import ANONYMOUS, Rule, User, admin_user, anonymous_allows_path, make_user
+from ._calls import Call, Reply, Settings
 from ._faults import DropConnection, ErrorResponse, Fault, FaultInjector, Hang
 from ._gojson import dumps
-from ._handlers import Call, Handlers, Reply, Settings
 from ._kubeconfig import write_kubeconfig
+from ._leases import LeaseHandlers
+from ._namespaces import NamespaceHandler
 from ._requests import RequestCounter, RequestInfo, WriteRecord
 from ._selectors import parse_field_selector
 from ._status import (
@@ -45,6 +48,7 @@ from ._status import (
     unauthorized,
 )
 from ._store import Store
+from ._watch import WatchHandler
 
 __all__ = ["DEFAULT_NAMESPACES", "LeaseApiServer"]
 
@@ -135,15 +139,15 @@ class LeaseApiServer:
             monotonic=self._monotonic,
         )
         self._closing = asyncio.Event()
-        self._handlers = Handlers(
-            self._store,
-            Settings(
-                min_request_timeout=min_request_timeout,
-                resource_version_wait=resource_version_wait,
-            ),
-            wall_clock=_utcnow,
-            closing=self._closing,
+        settings = Settings(
+            min_request_timeout=min_request_timeout,
+            resource_version_wait=resource_version_wait,
         )
+        self._leases = LeaseHandlers(self._store, settings, wall_clock=_utcnow)
+        self._watches = WatchHandler(
+            self._store, settings, now=self._leases.now, closing=self._closing
+        )
+        self._namespace_api = NamespaceHandler(self._store, now=self._leases.now)
         self.faults = FaultInjector(self._store.close_watchers)
         """The fault injector (see :class:`~leaderelect.testing.FaultInjector`)."""
         self.requests = RequestCounter()
@@ -179,9 +183,7 @@ class LeaseApiServer:
             await runner.cleanup()
             raise
         self._runner = runner
-        server = site._server
-        assert isinstance(server, asyncio.base_events.Server)
-        self._port = int(server.sockets[0].getsockname()[1])
+        self._port = int(runner.addresses[0][1])
         self._tmpdir = pathlib.Path(tempfile.mkdtemp(prefix="leaderelect-testing-"))
         self._state = "running"
         logger.info("lease api server started", extra={"url": self.url})
@@ -196,7 +198,8 @@ class LeaseApiServer:
         self._store.close_watchers(lambda _: True)
         try:
             if self._runner is not None:
-                with anyio.CancelScope(shield=True):
+                # Bounded: open handlers get ``shutdown_timeout`` (1 s), then are cancelled.
+                with anyio.move_on_after(10, shield=True):
                     await self._runner.cleanup()
         finally:
             self._runner = None
@@ -298,15 +301,11 @@ class LeaseApiServer:
 
     def lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         """A copy of the stored Lease (with ``kind``/``apiVersion``), or None."""
-        import copy
-
         found = self._store.get(namespace, name)
         return None if found is None else copy.deepcopy(found)
 
     def leases(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Copies of the stored Leases (all namespaces when ``namespace`` is None)."""
-        import copy
-
         return copy.deepcopy(self._store.items(namespace))
 
     def create_namespace(self, name: str) -> None:
@@ -533,12 +532,12 @@ class LeaseApiServer:
     ) -> Reply | web.StreamResponse:
         assert info.user is not None
         call = Call(request, info, info.user)
-        handlers = self._handlers
+        leases = self._leases
         method = request.method
         if route.group == "" and route.version == "v1" and info.resource == "namespaces":
             if len(route.parts) > 2:
                 raise path_not_found()
-            return await handlers.namespaces(call)
+            return await self._namespace_api.namespaces(call)
         if route.group == GROUP and route.version == "v1" and info.resource == "leases":
             parts = route.parts
             if len(parts) > 2:
@@ -547,19 +546,19 @@ class LeaseApiServer:
             if route.watch_prefix:
                 if method != "GET":
                     raise method_not_allowed()
-                return await handlers.watch(call)
+                return await self._watches.watch(call)
             if named:
                 table: dict[str, Callable[[Call], Any]] = {
-                    "GET": handlers.get,
-                    "PUT": handlers.update,
-                    "PATCH": handlers.patch,
-                    "DELETE": handlers.delete,
+                    "GET": leases.get,
+                    "PUT": leases.update,
+                    "PATCH": leases.patch,
+                    "DELETE": leases.delete,
                 }
             else:
-                table = {"GET": handlers.watch if info.is_watch else handlers.list}
+                table = {"GET": self._watches.watch if info.is_watch else leases.list}
                 if info.namespace:
-                    table["POST"] = handlers.create
-                    table["DELETE"] = handlers.delete_collection
+                    table["POST"] = leases.create
+                    table["DELETE"] = leases.delete_collection
             handler = table.get(method)
             if handler is None:
                 raise method_not_allowed()

@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._gojson import go_quote
+from ._gojson import dumps, go_quote
 
 __all__ = [
     "GROUP",
@@ -276,8 +276,8 @@ def render_value(value: object) -> str:
         return str(value)
     if isinstance(value, str):
         return go_quote(value)
-    if isinstance(value, Sequence):
-        return "[" + ", ".join(render_value(v) for v in value) + "]"
+    if isinstance(value, (Sequence, Mapping)):
+        return dumps(value).rstrip("\n")  # Go renders composite values as JSON
     return str(value)
 
 

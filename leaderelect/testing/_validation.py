@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._gojson import JsonObject, JsonSyntaxError, JsonValue, parse
+from ._gojson import JsonObject, JsonSyntaxError, JsonValue, go_quote, parse
 from ._schema import DecodeFailure, decode, json_kind
 from ._status import ApiError, FieldError, bad_request
 
@@ -423,6 +423,18 @@ def _object_meta(meta: Mapping[str, Any], *, dns_names: bool) -> list[FieldError
 def _object_meta_update(meta: Mapping[str, Any], old: Mapping[str, Any]) -> list[FieldError]:
     """``ValidateObjectMetaUpdate``."""
     errors: list[FieldError] = []
+    if old.get("deletionTimestamp"):
+        before = set(old.get("finalizers") or [])
+        added = [f for f in meta.get("finalizers") or [] if f not in before]
+        if added:
+            shown = ", ".join(go_quote(f) for f in added)
+            errors.append(
+                FieldError.forbidden(
+                    "metadata.finalizers",
+                    "no new finalizers can be added if the object is being deleted, found new "
+                    f"finalizers []string{{{shown}}}",
+                )
+            )
     if meta.get("generation", 0) < old.get("generation", 0):
         errors.append(
             FieldError.invalid(

@@ -557,3 +557,16 @@ async def test_module_runs_standalone_and_stops_on_sigterm() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_refused_watch_leaves_no_watcher_behind(
+    server: LeaseApiServer, admin: Client, session: aiohttp.ClientSession
+) -> None:
+    headers = {**admin.headers, "Accept": "text/html"}
+    async with session.get(f"{server.url}{LEASES}?watch=1", headers=headers) as resp:
+        assert resp.status == 406
+    async with session.get(
+        f"{server.url}{LEASES}?watch=1&fieldSelector=bogus", headers=admin.headers
+    ) as resp:
+        assert resp.status == 400
+    assert server.faults.cut_watches() == 0

@@ -1,16 +1,14 @@
-"""The Lease and Namespace endpoints: each request's checks in the real server's order.
+"""The Lease endpoints (get, list, create, replace, patch, delete): checks in the real order.
 
-Handlers take a :class:`Call` (the parsed request) and return a :class:`Reply`, or raise
-:class:`~leaderelect.testing._status.ApiError`. The order of checks follows kube-apiserver's
-(decode, name checks, namespace admission, preconditions, resourceVersion, validation, storage),
-because which error a client sees when several apply is part of the behaviour. Reads never
-await between looking at the store and answering; writes commit through ``Store.commit``
-without awaiting in between.
+Handlers take a ``Call`` (the parsed request) and return a ``Reply``, or raise ``ApiError``.
+The order of checks follows kube-apiserver's (decode, name checks, namespace admission,
+preconditions, resourceVersion, validation, storage), because which error a client sees when
+several apply is part of the behaviour. Reads never await between looking at the store and
+answering; writes commit through ``Store.commit`` without awaiting in between.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import copy
@@ -23,10 +21,24 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import anyio
-from aiohttp import web
-
 from . import _discovery
+from ._calls import (
+    API_VERSION,
+    Call,
+    Reply,
+    Settings,
+    await_resource_version,
+    include_object,
+    lease_rv,
+    negotiate,
+    object_resource_version,
+    partial,
+    query_resource_version,
+    selection,
+    strip_type_meta,
+    validate_list_options,
+    with_type_meta,
+)
 from ._fieldmanager import managed_fields_for_create, managed_fields_for_update
 from ._gojson import JsonSyntaxError, dumps, go_quote, parse
 from ._gotime import Instant
@@ -39,9 +51,7 @@ from ._patch import (
     parse_patch,
     unsupported_media_type,
 )
-from ._requests import RequestInfo
 from ._schema import DecodeFailure, decode, normalize
-from ._selectors import parse_field_selector, parse_label_selector
 from ._status import (
     GROUP,
     RESOURCE,
@@ -54,13 +64,11 @@ from ._status import (
     internal_error,
     invalid,
     invalid_options,
-    method_not_allowed,
     namespace_not_found,
     not_found,
-    status_body,
     success_status,
 )
-from ._store import Expired, Store, Watcher
+from ._store import Expired, Store, with_resource_version
 from ._validation import (
     decode_body,
     generate_name_base,
@@ -71,121 +79,18 @@ from ._validation import (
     validate_update,
 )
 
-__all__ = ["Call", "Handlers", "Reply", "Settings"]
+__all__ = ["LeaseHandlers"]
 
 logger = logging.getLogger(__name__)
 
-API_VERSION = "coordination.k8s.io/v1"
 _GATED_SPEC_FIELDS = ("strategy", "preferredHolder")
 _JSON_BODY_TYPES = ("application/json", "application/yaml", "application/vnd.kubernetes.protobuf")
 _NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FIELD_VALIDATION = ("", "Ignore", "Strict", "Warn")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Settings:
-    """Timings of the server (seconds)."""
-
-    min_request_timeout: float = 1800.0
-    resource_version_wait: float = 3.0
-    bookmark_interval: float = 60.0
-    bookmark_before_timeout: float = 2.0
-
-
-@dataclasses.dataclass(slots=True)
-class Reply:
-    """An answer: status, JSON body (or raw bytes), extra headers, and the body's content type."""
-
-    status: int
-    body: Any
-    headers: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    content_type: str = "application/json"
-    pretty: bool | None = None
-
-
-@dataclasses.dataclass(slots=True)
-class Call:
-    """A parsed request, as the handlers see it."""
-
-    request: web.Request
-    info: RequestInfo
-    user: str
-
-    def param(self, name: str) -> str:
-        """A query parameter's first value ('' when absent)."""
-        return self.request.query.get(name, "")
-
-    def has(self, name: str) -> bool:
-        """True when the query has the parameter."""
-        return name in self.request.query
-
-    @property
-    def manager(self) -> str:
-        """The field manager: ``fieldManager`` or the User-Agent up to its first ``/``."""
-        explicit = self.param("fieldManager")
-        if explicit:
-            return explicit
-        agent = self.request.headers.get("User-Agent", "")
-        manager = agent.split("/", 1)[0][:128]
-        return manager or "unknown"
-
-    @property
-    def namespace(self) -> str:
-        """The namespace in the path ('' for cluster scope)."""
-        return self.info.namespace or ""
-
-    @property
-    def name(self) -> str:
-        """The name in the path."""
-        return self.info.name or ""
-
-
 # ---------------------------------------------------------------------------------------------
 # Small helpers
-
-
-def _parse_uint(text: str) -> int:
-    """Go's ``strconv.ParseUint(text, 10, 64)``."""
-    if not text or not text.isdigit() or not text.isascii():
-        raise ValueError(f"strconv.ParseUint: parsing {go_quote(text)}: invalid syntax")
-    value = int(text)
-    if value >= 2**64:
-        raise ValueError(f"strconv.ParseUint: parsing {go_quote(text)}: value out of range")
-    return value
-
-
-def _query_resource_version(call: Call) -> int | None:
-    """The ``resourceVersion`` query parameter (None when absent or empty)."""
-    text = call.param("resourceVersion")
-    if not text:
-        return None
-    try:
-        return _parse_uint(text)
-    except ValueError as exc:
-        raise internal_error(f"resourceVersion: Invalid value: {go_quote(text)}: {exc}") from None
-
-
-def _object_resource_version(obj: Mapping[str, Any]) -> int:
-    """``metadata.resourceVersion`` (0 when empty), as the storage versioner reads it."""
-    text = (obj.get("metadata") or {}).get("resourceVersion", "")
-    if not text:
-        return 0
-    try:
-        return _parse_uint(text)
-    except ValueError as exc:
-        raise internal_error(str(exc)) from None
-
-
-def _lease_rv(obj: Mapping[str, Any]) -> int:
-    return int(obj["metadata"]["resourceVersion"])
-
-
-def _strip_type_meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k not in ("kind", "apiVersion")}
-
-
-def _with_type_meta(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {"kind": "Lease", "apiVersion": API_VERSION, **_strip_type_meta(obj)}
 
 
 def _content_type(call: Call) -> str:
@@ -219,19 +124,6 @@ def _generate_name(prefix: str) -> str:
     return generate_name_base(prefix) + suffix
 
 
-def _too_large(requested: int, current: int) -> ApiError:
-    return ApiError.make(
-        504,
-        f"Timeout: Too large resource version: {requested}, current: {current}",
-        "Timeout",
-        details={
-            "causes": [Cause("ResourceVersionTooLarge", "Too large resource version").to_json()],
-            "retryAfterSeconds": 1,
-        },
-        headers={"Retry-After": "1"},
-    )
-
-
 def _expired(message: str) -> ApiError:
     return ApiError.make(410, message, "Expired")
 
@@ -242,67 +134,6 @@ def _drop_gated(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # Output negotiation
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Form:
-    kind: str  # "object", "table", "partial"
-    api_version: str = "meta.k8s.io/v1"
-
-
-def _negotiate(call: Call) -> _Form:
-    """What ``Accept`` asks for; protobuf and YAML are answered as JSON."""
-    accept = call.request.headers.get("Accept", "")
-    if not accept.strip():
-        return _Form("object")
-    known_media = False
-    for entry in accept.split(","):
-        parts = [p.strip() for p in entry.split(";")]
-        media = parts[0].lower()
-        params = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-        if media not in (
-            "application/json",
-            "application/yaml",
-            "application/vnd.kubernetes.protobuf",
-            "application/*",
-            "*/*",
-        ):
-            continue
-        known_media = True
-        shape = params.get("as")
-        if shape is None:
-            return _Form("object")
-        if media == "application/vnd.kubernetes.protobuf":
-            continue  # transformed forms are served as JSON only here
-        if params.get("g") != "meta.k8s.io" or params.get("v") not in ("v1", "v1beta1"):
-            continue
-        version = f"meta.k8s.io/{params['v']}"
-        if shape == "Table":
-            return _Form("table", version)
-        if shape in ("PartialObjectMetadata", "PartialObjectMetadataList"):
-            return _Form("partial", version)
-    if known_media:
-        raise ApiError.make(
-            406,
-            "only the following media types are accepted: application/json, application/yaml, "
-            "application/vnd.kubernetes.protobuf",
-            "NotAcceptable",
-        )
-    raise ApiError.make(
-        406,
-        "406: Not Acceptable\n\nAvailable representations: application/json, application/yaml, "
-        "application/vnd.kubernetes.protobuf",
-        "NotAcceptable",
-        details={},
-    )
-
-
-def _partial(lease: Mapping[str, Any], api_version: str) -> dict[str, Any]:
-    return {
-        "kind": "PartialObjectMetadata",
-        "apiVersion": api_version,
-        "metadata": lease["metadata"],
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,8 +187,8 @@ def _decode_continue(token: str) -> tuple[int, str]:
 # The handlers
 
 
-class Handlers:
-    """Lease and Namespace endpoints over one :class:`Store`."""
+class LeaseHandlers:
+    """The Lease endpoints over one :class:`~leaderelect.testing._store.Store`."""
 
     def __init__(
         self,
@@ -365,39 +196,26 @@ class Handlers:
         settings: Settings,
         *,
         wall_clock: Callable[[], datetime.datetime],
-        closing: asyncio.Event,
     ) -> None:
         self.store = store
         self.settings = settings
         self._wall_clock = wall_clock
-        self._closing = closing
 
-    # -- shared -----------------------------------------------------------------------------
-
-    def _now(self) -> Instant:
+    def now(self) -> Instant:
+        """The wall-clock time, as an :class:`Instant`."""
         return Instant.from_datetime(self._wall_clock())
 
-    async def _await_resource_version(self, wanted: int) -> None:
-        """Wait (up to ``resource_version_wait``) until the store reaches ``wanted``; else 504."""
-        if wanted <= self.store.resource_version:
-            return
-        with anyio.move_on_after(self.settings.resource_version_wait):
-            while self.store.resource_version < wanted:
-                await self.store.wait_changed()
-        if self.store.resource_version < wanted:
-            raise _too_large(wanted, self.store.resource_version)
-
     def _reply_object(self, call: Call, lease: Mapping[str, Any], status: int = 200) -> Reply:
-        form = _negotiate(call)
+        form = negotiate(call)
         if form.kind == "table":
             meta = {"resourceVersion": lease["metadata"]["resourceVersion"]}
             body: Any = _discovery.lease_table(
-                [lease], meta, self._now(), form.api_version, include=_include(call)
+                [lease], meta, self.now(), form.api_version, include=include_object(call)
             )
         elif form.kind == "partial":
-            body = _partial(lease, form.api_version)
+            body = partial(lease, form.api_version)
         else:
-            body = _with_type_meta(lease)
+            body = with_type_meta(lease)
         return Reply(status, body)
 
     def _check_namespace_for_create(self, namespace: str, name: str) -> None:
@@ -437,7 +255,7 @@ class Handlers:
             raise bad_request(
                 f"the name of the object ({name}) does not match the name on the URL ({call.name})"
             )
-        Handlers._check_namespace_match(lease, call)
+        LeaseHandlers._check_namespace_match(lease, call)
 
     @staticmethod
     def _check_namespace_match(lease: Mapping[str, Any], call: Call) -> None:
@@ -469,9 +287,9 @@ class Handlers:
 
     async def get(self, call: Call) -> Reply:
         """GET one Lease."""
-        wanted = _query_resource_version(call)
+        wanted = query_resource_version(call)
         if wanted:
-            await self._await_resource_version(wanted)
+            await await_resource_version(self.store, self.settings, wanted)
         lease = self.store.get(call.namespace, call.name)
         if lease is None:
             raise not_found(call.name)
@@ -479,23 +297,11 @@ class Handlers:
 
     # -- LIST -------------------------------------------------------------------------------
 
-    def _selection(self, call: Call) -> Callable[[Mapping[str, Any]], bool]:
-        fields = parse_field_selector(call.param("fieldSelector"))
-        labels = parse_label_selector(call.param("labelSelector"))
-        namespace = call.namespace
-
-        def selected(lease: Mapping[str, Any]) -> bool:
-            if namespace and lease["metadata"]["namespace"] != namespace:
-                return False
-            return fields.matches(lease) and labels.matches(lease)
-
-        return selected
-
     async def list(self, call: Call) -> Reply:
         """LIST Leases (a namespace, or all namespaces)."""
-        _validate_list_options(call, watch=False)
+        validate_list_options(call, watch=False)
         try:
-            wanted = _query_resource_version(call)
+            wanted = query_resource_version(call)
         except ApiError as exc:
             raise bad_request(f"invalid resource version: {exc}") from None
         match = call.param("resourceVersionMatch")
@@ -508,7 +314,7 @@ class Handlers:
                 raise bad_request(
                     f"strconv.ParseInt: parsing {go_quote(limit_text)}: invalid syntax"
                 ) from None
-        selected = self._selection(call)
+        selected = selection(call)
         continue_token = call.param("continue")
         start = ""
         namespace = call.namespace or None
@@ -528,7 +334,7 @@ class Handlers:
                     "returned and now may show up in the list."
                 ) from None
         elif wanted and match == "Exact":
-            await self._await_resource_version(wanted)
+            await await_resource_version(self.store, self.settings, wanted)
             try:
                 items = self.store.items_at(wanted, namespace)
             except Expired:
@@ -536,7 +342,7 @@ class Handlers:
             list_rv = wanted
         else:
             if wanted:
-                await self._await_resource_version(wanted)
+                await await_resource_version(self.store, self.settings, wanted)
             items = self.store.items(namespace)
             list_rv = self.store.resource_version
         items = [i for i in items if selected(i)]
@@ -556,12 +362,12 @@ class Handlers:
             list_meta["continue"] = _encode_continue(list_rv, key(items[-1]))
             if not call.param("labelSelector") and not call.param("fieldSelector"):
                 list_meta["remainingItemCount"] = rest
-        form = _negotiate(call)
+        form = negotiate(call)
         if form.kind == "table":
             return Reply(
                 200,
                 _discovery.lease_table(
-                    items, list_meta, self._now(), form.api_version, include=_include(call)
+                    items, list_meta, self.now(), form.api_version, include=include_object(call)
                 ),
             )
         if form.kind == "partial":
@@ -569,135 +375,18 @@ class Handlers:
                 "kind": "PartialObjectMetadataList",
                 "apiVersion": form.api_version,
                 "metadata": list_meta,
-                "items": [_partial(i, form.api_version) for i in items],
+                "items": [partial(i, form.api_version) for i in items],
             }
             return Reply(200, body)
         body = {
             "kind": "LeaseList",
             "apiVersion": API_VERSION,
             "metadata": list_meta,
-            "items": [_strip_type_meta(i) for i in items],
+            "items": [strip_type_meta(i) for i in items],
         }
         return Reply(200, body)
 
     # -- WATCH ------------------------------------------------------------------------------
-
-    async def watch(self, call: Call) -> web.StreamResponse:
-        """A watch stream (newline-delimited JSON events)."""
-        _validate_list_options(call, watch=True)
-        wanted = _query_resource_version(call)
-        selected = self._selection(call)
-        if call.name:
-            by_selector = selected
-            name = call.name
-
-            def selected(lease: Mapping[str, Any]) -> bool:
-                return lease["metadata"]["name"] == name and by_selector(lease)
-
-        timeout = self._watch_timeout(call)
-        bookmarks = call.param("allowWatchBookmarks").lower() in ("true", "1", "t")
-        initial: bool | None = None
-        if call.has("sendInitialEvents"):
-            initial = call.param("sendInitialEvents").lower() in ("true", "1", "t")
-        deadline = anyio.current_time() + timeout
-        store = self.store
-        # Snapshot and registration happen together, so no change falls between them.
-        failure: dict[str, Any] | None = None
-        if initial and bookmarks:
-            # The real server runs on etcd 3.4, which lacks what streaming lists need.
-            failure = status_body(
-                500,
-                "a watch stream was requested by the client but the required storage feature "
-                "RequestWatchProgress is disabled",
-                "InternalError",
-            )
-            start_rv, backlog = store.resource_version, []
-        elif initial is not None:
-            start_rv = max(store.resource_version, wanted or 0)
-            items = store.items(call.namespace or None) if initial else []
-            backlog = [("ADDED", i) for i in items if selected(i)]
-        elif not wanted:
-            start_rv = store.resource_version
-            backlog = [("ADDED", i) for i in store.items(call.namespace or None) if selected(i)]
-        elif wanted > store.resource_version:
-            start_rv = wanted
-            backlog = []
-        else:
-            start_rv = store.resource_version
-            try:
-                changes = store.changes_since(wanted)
-            except Expired as exc:
-                failure = status_body(410, str(exc), "Expired")
-                changes = []
-            probe = Watcher(selected, call.info, wanted)
-            backlog = [e for e in (probe.translate(c) for c in changes) if e is not None]
-        watcher = Watcher(selected, call.info, start_rv)
-        if failure is None:
-            store.add_watcher(watcher)
-        form = _negotiate(call)
-        response = web.StreamResponse(status=200)
-        response.content_type = "application/json"
-        response.headers["Cache-Control"] = "no-cache, private"
-        response.enable_chunked_encoding()
-        try:
-            await response.prepare(call.request)
-            if failure is not None:
-                await response.write(dumps({"type": "ERROR", "object": failure}).encode())
-                return response
-            events = _EventWriter(response, form, _include(call), self._now)
-            for event_type, obj in backlog:
-                await events.send(event_type, obj)
-            await self._stream(watcher, events, deadline, bookmarks)
-        except (ConnectionResetError, ConnectionError):
-            logger.debug("watch client went away", extra={"user": call.user})
-        finally:
-            store.remove_watcher(watcher)
-        return response
-
-    def _watch_timeout(self, call: Call) -> float:
-        text = call.param("timeoutSeconds")
-        seconds = 0
-        if text:
-            try:
-                seconds = int(text)
-            except ValueError:
-                raise bad_request(
-                    f"strconv.ParseInt: parsing {go_quote(text)}: invalid syntax"
-                ) from None
-        if seconds > 0:
-            return float(seconds)
-        base = self.settings.min_request_timeout
-        return base * (1.0 + random.random())
-
-    def _next_bookmark(self, now: float, deadline: float) -> float | None:
-        pre_timeout = deadline - self.settings.bookmark_before_timeout
-        candidate = min(now + self.settings.bookmark_interval, pre_timeout)
-        return candidate if candidate > now else None
-
-    async def _stream(
-        self, watcher: Watcher, events: _EventWriter, deadline: float, bookmarks: bool
-    ) -> None:
-        bookmark_at = self._next_bookmark(anyio.current_time(), deadline) if bookmarks else None
-        while True:
-            while watcher.queue:
-                event_type, obj = watcher.queue.popleft()
-                watcher.resource_version = _lease_rv(obj)
-                await events.send(event_type, obj)
-            if watcher.closed or self._closing.is_set():
-                return
-            now = anyio.current_time()
-            if now >= deadline:
-                return
-            if bookmark_at is not None and now >= bookmark_at:
-                current = self.store.resource_version
-                if current > watcher.resource_version:
-                    watcher.resource_version = current
-                    await events.response.write(_bookmark(current))
-                bookmark_at = self._next_bookmark(now, deadline)
-                continue
-            wake = deadline if bookmark_at is None else min(deadline, bookmark_at)
-            with anyio.move_on_after(max(wake - now, 0.0)):
-                await watcher.wait()
 
     # -- CREATE -----------------------------------------------------------------------------
 
@@ -708,7 +397,7 @@ class Handlers:
         name = (lease.get("metadata") or {}).get("name", "")
         self._check_namespace_for_create(call.namespace, name)
         stored = self._prepare_create(lease, call)
-        if _object_resource_version(lease) != 0:
+        if object_resource_version(lease) != 0:
             raise internal_error("resourceVersion should not be set on objects to be created")
         return self._commit_create(call, stored, warnings)
 
@@ -726,7 +415,7 @@ class Handlers:
             meta.pop(key, None)
         if meta.get("generateName") and not meta.get("name"):
             meta["name"] = _generate_name(meta["generateName"])
-        now = self._now()
+        now = self.now()
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = now.format_seconds()
         meta.pop("managedFields", None)
@@ -771,7 +460,7 @@ class Handlers:
             self._check_namespace_for_create(call.namespace, call.name)
             if body_uid:
                 raise _uid_precondition(call, body_uid, "")
-            _object_resource_version(lease)
+            object_resource_version(lease)
             stored = self._prepare_create(lease, call)
             return self._commit_create(call, stored, warnings)
         if body_uid and body_uid != existing["metadata"]["uid"]:
@@ -786,7 +475,7 @@ class Handlers:
         warnings: Sequence[str],
     ) -> Reply:
         """The storage half of update and patch: rv precondition, validation, commit."""
-        rv = _object_resource_version(new)
+        rv = object_resource_version(new)
         if rv == 0:
             raise invalid(
                 call.name,
@@ -798,7 +487,7 @@ class Handlers:
                 kind=RESOURCE,
                 qualified=f"{RESOURCE}.{GROUP}",
             )
-        if rv != _lease_rv(existing):
+        if rv != lease_rv(existing):
             raise conflict(call.name)
         obj = copy.deepcopy(dict(new))
         old_meta = existing["metadata"]
@@ -823,7 +512,7 @@ class Handlers:
         errors = validate_update(stored, existing)
         if errors:
             raise invalid(call.name, errors)
-        now = self._now().format_seconds()
+        now = self.now().format_seconds()
         incoming = dict(as_sent)
         incoming["metadata"] = {
             **as_sent["metadata"],
@@ -848,14 +537,19 @@ class Handlers:
         if _is_dry_run(call):
             return self._reply_object(call, stored)
         meta = stored["metadata"]
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            # The last finalizer is gone: the update deletes the object in the same step (the
+            # DELETED event carries the state before this update).
+            self.store.commit(
+                call.namespace, meta["name"], None, user=call.user, verb=call.info.verb
+            )
+            return self._reply_object(
+                call, with_resource_version(stored, self.store.resource_version)
+            )
         committed = self.store.commit(
             call.namespace, meta["name"], stored, user=call.user, verb=call.info.verb
         )
         assert committed is not None
-        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            self.store.commit(
-                call.namespace, meta["name"], None, user=call.user, verb=call.info.verb
-            )
         return self._reply_object(call, committed)
 
     # -- PATCH ------------------------------------------------------------------------------
@@ -878,7 +572,7 @@ class Handlers:
         existing = self.store.get(call.namespace, call.name)
         if existing is None:
             raise not_found(call.name)
-        document = _with_type_meta(existing)
+        document = with_type_meta(existing)
         try:
             patched = apply_patch(patch_type, document, patch)
         except JsonPatchError:
@@ -971,17 +665,17 @@ class Handlers:
         self, call: Call, existing: dict[str, Any], options: Mapping[str, Any]
     ) -> Reply:
         meta = existing["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        policy = options.get("propagationPolicy")
-        extra = {"Foreground": "foregroundDeletion", "Orphan": "orphan"}.get(policy or "")
-        if extra and extra not in finalizers:
-            finalizers.append(extra)
+        finalizers = _finalizers_for_policy(
+            list(meta.get("finalizers") or []), options.get("propagationPolicy")
+        )
         dry_run = bool(options.get("dryRun"))
         if finalizers:
             if meta.get("deletionTimestamp") and finalizers == list(meta.get("finalizers") or []):
                 return self._reply_object(call, existing)
+            if dry_run and meta.get("deletionTimestamp"):
+                return self._reply_object(call, existing)
             new_meta = dict(meta)
-            new_meta.setdefault("deletionTimestamp", self._now().format_seconds())
+            new_meta.setdefault("deletionTimestamp", self.now().format_seconds())
             new_meta.setdefault("deletionGracePeriodSeconds", 0)
             new_meta["finalizers"] = finalizers
             updated = normalize({**existing, "metadata": new_meta})
@@ -1000,7 +694,7 @@ class Handlers:
     async def delete_collection(self, call: Call) -> Reply:
         """DELETE every selected Lease of a namespace."""
         options = await self._delete_options(call)
-        selected = self._selection(call)
+        selected = selection(call)
         list_rv = self.store.resource_version
         items = [i for i in self.store.items(call.namespace or None) if selected(i)]
         for item in items:
@@ -1014,162 +708,21 @@ class Handlers:
             "kind": "LeaseList",
             "apiVersion": API_VERSION,
             "metadata": {"resourceVersion": str(list_rv)},
-            "items": [_strip_type_meta(i) for i in items],
+            "items": [strip_type_meta(i) for i in items],
         }
         return Reply(200, body)
 
     # -- namespaces -------------------------------------------------------------------------
 
-    async def namespaces(self, call: Call) -> Reply:
-        """``/api/v1/namespaces[/{name}]``: get, list, create, delete."""
-        method = call.request.method
-        name = call.info.name
-        if name is None and method == "GET":
-            items = [self.store.namespace_object(n) for n in sorted(self.store.namespace_names())]
-            return Reply(
-                200,
-                {
-                    "kind": "NamespaceList",
-                    "apiVersion": "v1",
-                    "metadata": {"resourceVersion": str(self.store.resource_version)},
-                    "items": [_strip_type_meta(i) for i in items],
-                },
-            )
-        if name is None and method == "POST":
-            return await self._create_namespace(call)
-        if name is not None and method in ("GET", "DELETE"):
-            if self.store.namespace_state(name) is None:
-                raise ApiError.make(
-                    404,
-                    f"namespaces {go_quote(name)} not found",
-                    "NotFound",
-                    details={"name": name, "kind": "namespaces"},
-                )
-            if method == "DELETE":
-                self.store.terminate_namespace(name, self._now().format_seconds())
-            return Reply(200, self.store.namespace_object(name))
-        raise method_not_allowed()
 
-    async def _create_namespace(self, call: Call) -> Reply:
-        data = await call.request.read()
-        try:
-            value = parse(data)
-        except JsonSyntaxError as exc:
-            raise bad_request(
-                "the object provided is unrecognized (must be of type Namespace): couldn't get "
-                f"version/kind; json parse error: {exc}"
-            ) from None
-        meta = value.get("metadata") if isinstance(value, dict) else None
-        name = meta.get("name") if isinstance(meta, dict) else None
-        if not isinstance(name, str) or not name:
-            raise invalid(
-                "",
-                [FieldError.required("metadata.name", "name or generateName is required")],
-                group="",
-                kind="Namespace",
-            )
-        label_errors = _dns_label_errors(name)
-        if label_errors:
-            raise invalid(
-                name,
-                [FieldError.invalid("metadata.name", name, m) for m in label_errors],
-                group="",
-                kind="Namespace",
-            )
-        if self.store.namespace_state(name) is not None:
-            raise ApiError.make(
-                409,
-                f"namespaces {go_quote(name)} already exists",
-                "AlreadyExists",
-                details={"name": name, "kind": "namespaces"},
-            )
-        self.store.create_namespace(name, self._now().format_seconds(), manager=call.manager)
-        return Reply(201, self.store.namespace_object(name))
-
-
-def _dns_label_errors(value: str) -> list[str]:
-    import re
-
-    fmt = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-    errors = []
-    if len(value) > 63:
-        errors.append("must be no more than 63 characters")
-    if not re.fullmatch(fmt, value):
-        errors.append(
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
-            "'-', and must start and end with an alphanumeric character (e.g. 'my-name',  or "
-            f"'123-abc', regex used for validation is '{fmt}')"
-        )
-    return errors
-
-
-def _validate_list_options(call: Call, *, watch: bool) -> None:
-    """``ValidateListOptions`` (422 ``ListOptions.meta.k8s.io "" is invalid``)."""
-    match = call.param("resourceVersionMatch")
-    initial = call.has("sendInitialEvents")
-    errors: list[FieldError] = []
-    forbidden = FieldError.forbidden
-    if watch:
-        if initial and match != "NotOlderThan":
-            errors.append(
-                forbidden(
-                    "resourceVersionMatch",
-                    "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
-                )
-            )
-        if match:
-            if not initial:
-                errors.append(
-                    forbidden(
-                        "resourceVersionMatch",
-                        "resourceVersionMatch is forbidden for watch unless sendInitialEvents is "
-                        "provided",
-                    )
-                )
-            if match != "NotOlderThan":
-                errors.append(
-                    FieldError.not_supported("resourceVersionMatch", match, ["NotOlderThan"])
-                )
-            if call.param("continue"):
-                errors.append(
-                    forbidden(
-                        "resourceVersionMatch",
-                        "resourceVersionMatch is forbidden when continue is provided",
-                    )
-                )
-    else:
-        if match:
-            if not call.param("resourceVersion"):
-                errors.append(
-                    forbidden(
-                        "resourceVersionMatch",
-                        "resourceVersionMatch is forbidden unless resourceVersion is provided",
-                    )
-                )
-            if call.param("continue"):
-                errors.append(
-                    forbidden(
-                        "resourceVersionMatch",
-                        "resourceVersionMatch is forbidden when continue is provided",
-                    )
-                )
-            if match not in ("Exact", "NotOlderThan"):
-                errors.append(
-                    FieldError.not_supported(
-                        "resourceVersionMatch", match, ["Exact", "NotOlderThan", ""]
-                    )
-                )
-            if match == "Exact" and call.param("resourceVersion") == "0":
-                errors.append(
-                    forbidden(
-                        "resourceVersionMatch",
-                        'resourceVersionMatch "exact" is forbidden for resourceVersion "0"',
-                    )
-                )
-        if initial:
-            errors.append(forbidden("sendInitialEvents", "sendInitialEvents is forbidden for list"))
-    if errors:
-        raise invalid_options("ListOptions", errors)
+def _finalizers_for_policy(finalizers: list[str], policy: str | None) -> list[str]:
+    """The finalizers a DELETE leaves: ``Orphan`` and ``Foreground`` add their own (and drop
+    the other's), ``Background`` drops both, no policy keeps what is there."""
+    if policy is None:
+        return finalizers
+    wanted = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(policy)
+    kept = [f for f in finalizers if f not in ("orphan", "foregroundDeletion")]
+    return [*kept, wanted] if wanted else kept
 
 
 def _uid_precondition(call: Call, wanted: str, actual: str) -> ApiError:
@@ -1188,55 +741,6 @@ def _patch_invalid(shown: str, error: str) -> ApiError:
 def _warning(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'299 - "{escaped}"'
-
-
-def _include(call: Call) -> str:
-    """``includeObject`` for Table answers: ``Metadata`` (default), ``Object`` or ``None``."""
-    return call.param("includeObject") or "Metadata"
-
-
-class _EventWriter:
-    """Writes watch events in the negotiated form (Lease, Table, PartialObjectMetadata)."""
-
-    __slots__ = ("_first", "_form", "_include", "_now", "response")
-
-    def __init__(
-        self,
-        response: web.StreamResponse,
-        form: _Form,
-        include: str,
-        now: Callable[[], Instant],
-    ) -> None:
-        self.response = response
-        self._form = form
-        self._include = include
-        self._now = now
-        self._first = True
-
-    async def send(self, event_type: str, obj: Mapping[str, Any]) -> None:
-        body: Any
-        if self._form.kind == "table":
-            meta = {"resourceVersion": obj["metadata"]["resourceVersion"]}
-            body = _discovery.lease_table(
-                [obj],
-                meta,
-                self._now(),
-                self._form.api_version,
-                include=self._include,
-                headers=self._first,
-            )
-        elif self._form.kind == "partial":
-            body = _partial(obj, self._form.api_version)
-        else:
-            body = _with_type_meta(obj)
-        self._first = False
-        await self.response.write(dumps({"type": event_type, "object": body}).encode())
-
-
-def _bookmark(resource_version: int) -> bytes:
-    meta: dict[str, Any] = {"resourceVersion": str(resource_version)}
-    obj = {"kind": "Lease", "apiVersion": API_VERSION, "metadata": meta, "spec": {}}
-    return dumps({"type": "BOOKMARK", "object": obj}).encode()
 
 
 def _yaml_to_json(data: bytes) -> bytes:

@@ -1,0 +1,72 @@
+"""A kopf operator that runs on one replica at a time, elected on a Lease: no peering CRDs.
+
+```shell
+pip install 'leaderelect[kopf]'
+python examples/kopf_operator.py
+```
+
+The operator itself is a toy that needs nothing but Leases: it reports every change of
+holder of the Leases in its namespace. Run it twice: the first process runs kopf; the second
+waits, without kopf. Stop the first (Ctrl-C, or SIGTERM as Kubernetes sends): kopf stops, the
+lease is released, and the second starts kopf at once.
+
+It uses ``$KUBECONFIG`` (else ``~/.kube/config``), or the pod's service account when it runs
+in a cluster, for both the election and kopf. The identity is ``$POD_NAME``, else
+``<hostname>_<uuid>``; the namespace served is ``$WATCH_NAMESPACE``, else ``default``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import kopf
+
+from leaderelect import LeaderElector, LeaseLock, default_identity
+from leaderelect.integrations.kopf import run_operator
+
+LEASE_NAME = os.environ.get("LEASE_NAME", "kopf-example")
+NAMESPACE = os.environ.get("WATCH_NAMESPACE", "default")
+IDENTITY = default_identity()  # $POD_NAME, else <hostname>_<uuid>
+
+
+async def open_lock(name: str) -> LeaseLock:
+    """The Lease through the pod's service account in a cluster, else through a kubeconfig."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return await LeaseLock.in_cluster(name, NAMESPACE)
+    return await LeaseLock.from_kubeconfig(name, NAMESPACE)
+
+
+# --8<-- [start:handlers]
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+    settings.posting.enabled = False  # report on stdout only, not as Kubernetes Events
+    print(f"{IDENTITY}: operator started", flush=True)
+
+
+@kopf.on.cleanup()
+def goodbye(**_: object) -> None:
+    print(f"{IDENTITY}: operator stopped", flush=True)
+
+
+@kopf.on.event("coordination.k8s.io", "v1", "leases")
+def report(name: str, namespace: str | None, spec: kopf.Spec, **_: object) -> None:
+    holder = spec.get("holderIdentity") or "nobody"
+    print(f"{IDENTITY}: lease {namespace}/{name} is held by {holder}", flush=True)
+
+
+# --8<-- [end:handlers]
+
+
+# --8<-- [start:main]
+async def main() -> None:
+    async with await open_lock(LEASE_NAME) as lock:
+        elector = LeaderElector(lock, identity=IDENTITY)
+        # Campaigns; runs kopf (standalone, peering off) only while this replica leads; stops
+        # kopf and campaigns again if the lease is lost; returns on SIGINT or SIGTERM.
+        await run_operator(elector, namespaces=[NAMESPACE])
+
+
+if __name__ == "__main__":
+    anyio.run(main)
+# --8<-- [end:main]

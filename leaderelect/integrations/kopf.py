@@ -1,0 +1,210 @@
+"""kopf: run an operator only on the replica that holds the Lease, without kopf's peering.
+
+Needs the ``kopf`` extra: ``pip install 'leaderelect[kopf]'``.
+
+kopf's peering pauses operators through ``KopfPeering`` custom resources, which must be
+installed in the cluster, and judges peers by their wall clocks. With leaderelect, every
+replica campaigns for a ``coordination.k8s.io`` Lease and only the leader runs kopf, in
+standalone mode (peering off):
+
+```python
+async with await LeaseLock.in_cluster("my-operator") as lock:
+    await run_operator(LeaderElector(lock), clusterwide=True)
+```
+
+Why not simply ``async with elector.leading(): await kopf.operator(...)``? When that block is
+cancelled (leadership lost), kopf sees a cancellation without its stop flag, takes it for a
+stuck shutdown, and arms a timer that SIGKILLs the process ``ultimate_exiting_timeout`` (ten
+minutes) later, even though the operator stopped at once.
+[`operator()`][leaderelect.integrations.kopf.operator] stops kopf through its stop flag
+instead; use it inside ``leading()`` if you write the loop yourself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+import threading
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+
+import anyio
+
+try:
+    import kopf
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "leaderelect.integrations.kopf needs kopf: pip install 'leaderelect[kopf]'"
+    ) from exc
+
+from .._elector import LeaderElector, Leadership
+
+__all__ = ["operator", "run_operator"]
+
+logger = logging.getLogger("leaderelect.integrations")
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def operator(
+    *,
+    registry: kopf.OperatorRegistry | None = None,
+    settings: kopf.OperatorSettings | None = None,
+    clusterwide: bool = False,
+    namespaces: Collection[str | re.Pattern[str]] = (),
+    memo: object | None = None,
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Run ``kopf.operator()`` standalone, and stop it through its stop flag when cancelled.
+
+    The building block for running kopf inside ``leading()``:
+
+    ```python
+    async with elector.leading():
+        await operator(clusterwide=True)   # kopf runs while this replica leads
+    ```
+
+    When the caller is cancelled (the term is lost, or the program shuts down), kopf's stop
+    flag is set first, and kopf stops as it does for a stop request: handlers are cancelled
+    (kopf gives those still running 5 s), cleanup handlers run, and no SIGKILL timer is armed.
+    The cancellation then goes on. Returns when kopf stops by itself, on SIGINT or SIGTERM
+    (kopf handles both while it runs in the main thread).
+
+    kopf stops *every* task created in the event loop after it started, so run nothing else
+    in its loop that starts later (a web server, say); the elector's own tasks start before
+    kopf and are safe.
+
+    Args:
+        registry: the handlers (by default kopf's global registry, where ``@kopf.on...``
+            decorators put them).
+        settings: kopf's settings; peering is switched off whatever they say.
+        clusterwide: serve the whole cluster.
+        namespaces: serve these namespaces (names or globs), instead of the whole cluster.
+        memo: kopf's operator-wide ``memo``.
+        liveness_endpoint: kopf's own liveness endpoint, such as ``"http://0.0.0.0:8080/healthz"``
+            (served only while kopf runs, that is by the leader).
+    """
+    stop_flag = asyncio.Event()
+    finished = anyio.Event()
+    failures: list[Exception] = []
+
+    async def run_kopf() -> None:
+        # kopf must stop through its flag, never through a bare cancellation: shield it.
+        with anyio.CancelScope(shield=True):
+            try:
+                await kopf.operator(
+                    registry=registry,
+                    settings=settings,
+                    clusterwide=clusterwide,
+                    namespaces=namespaces,
+                    memo=memo,
+                    liveness_endpoint=liveness_endpoint,
+                    standalone=True,
+                    stop_flag=stop_flag,
+                )
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                finished.set()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run_kopf)
+        try:
+            await finished.wait()
+        finally:
+            if not finished.is_set():
+                logger.info("stopping kopf")
+                stop_flag.set()
+                with anyio.CancelScope(shield=True):
+                    await finished.wait()
+    if failures:
+        raise failures[0]
+
+
+async def run_operator(
+    elector: LeaderElector,
+    *,
+    registry: kopf.OperatorRegistry | None = None,
+    settings: kopf.OperatorSettings | None = None,
+    clusterwide: bool = False,
+    namespaces: Collection[str | re.Pattern[str]] = (),
+    memo: object | None = None,
+    liveness_endpoint: str | None = None,
+) -> None:
+    """Run a kopf operator whenever this replica leads; campaign again after a loss.
+
+    The whole main program of a highly available operator: campaign for the lease; when won,
+    run [`operator()`][leaderelect.integrations.kopf.operator]; when the lease is lost, stop
+    kopf and campaign again. Only one replica runs kopf at a time, and the lease is released
+    only after kopf has stopped.
+
+    Returns, after releasing the lease, on SIGINT or SIGTERM (kopf handles them while it
+    runs; this function handles them the rest of the time, when it runs in the main thread,
+    and restores the previous handlers when it returns), or when kopf stops by itself.
+    Exceptions from kopf propagate, also after the release.
+
+    Args:
+        elector: the elector to campaign with.
+        registry: see [`operator()`][leaderelect.integrations.kopf.operator].
+        settings: see [`operator()`][leaderelect.integrations.kopf.operator].
+        clusterwide: see [`operator()`][leaderelect.integrations.kopf.operator].
+        namespaces: see [`operator()`][leaderelect.integrations.kopf.operator].
+        memo: see [`operator()`][leaderelect.integrations.kopf.operator].
+        liveness_endpoint: see [`operator()`][leaderelect.integrations.kopf.operator].
+
+    Example:
+        ```python
+        async def main() -> None:
+            async with await LeaseLock.in_cluster("my-operator") as lock:
+                await run_operator(LeaderElector(lock), clusterwide=True)
+
+        anyio.run(main)
+        ```
+    """
+    with anyio.CancelScope() as scope, _stop_on_signals(scope) as reinstall:
+
+        async def term(leadership: Leadership) -> None:
+            try:
+                await operator(
+                    registry=registry,
+                    settings=settings,
+                    clusterwide=clusterwide,
+                    namespaces=namespaces,
+                    memo=memo,
+                    liveness_endpoint=liveness_endpoint,
+                )
+            finally:
+                reinstall()  # kopf took the signals over while it ran; take them back
+
+        await elector.run(term)
+    if scope.cancelled_caught:
+        logger.info("stopped by a signal")
+
+
+@contextmanager
+def _stop_on_signals(scope: anyio.CancelScope) -> Iterator[Callable[[], None]]:
+    """Cancel ``scope`` on SIGINT or SIGTERM, as kopf does; only in the main thread.
+
+    Yields a function that installs the handlers again (kopf replaces them and leaves its own
+    behind). On exit the handlers are removed and the previous Python-level ones restored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+
+    def install() -> None:
+        for sig in _SIGNALS:
+            loop.add_signal_handler(sig, scope.cancel)
+
+    install()
+    try:
+        yield install
+    finally:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            if handler is not None:
+                signal.signal(sig, handler)
