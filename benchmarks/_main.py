@@ -10,6 +10,7 @@ import platform
 import signal
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -241,7 +242,10 @@ async def _each(
     results: dict[str, LatencyResult] = {}
 
     async def one(impl: Impl) -> None:
-        results[impl.key] = await run(impl)
+        try:
+            results[impl.key] = await run(impl)
+        except Exception as exc:  # a bug here must not cost the other figures
+            results[impl.key] = LatencyResult(impl.key, "?", error=_failure(exc))
         _progress(results[impl.key])
 
     if concurrent:
@@ -252,6 +256,11 @@ async def _each(
         for impl in impls:
             await one(impl)
     return {impl.key: results[impl.key] for impl in impls if impl.key in results}
+
+
+def _failure(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(exc))
+    return f"{type(exc).__name__}: {exc}\n{text}"
 
 
 def _progress(result: LatencyResult) -> None:
@@ -299,7 +308,12 @@ async def _run(args: argparse.Namespace, data: dict[str, Any], settings: Setting
         if "load" in scenarios:
             for followers in settings.followers:
                 print(f"steady state, {followers} followers ...", file=sys.stderr, flush=True)
-                phase = await measure_load(impls, target, settings, followers)
+                try:
+                    phase = await measure_load(impls, target, settings, followers)
+                except Exception as exc:  # a bug here must not cost the other figures
+                    data["notes"].append(f"load phase with {followers} followers failed")
+                    print(_failure(exc), file=sys.stderr, flush=True)
+                    continue
                 data["load"].append(phase.to_json())
                 print(
                     f"  done in {phase.seconds:.0f} s (load {phase.load_after[0]:.2f})",

@@ -317,55 +317,41 @@ def _load_row(label: str, phase: dict[str, Any], r: dict[str, Any]) -> list[str]
 def _ratios(data: dict[str, Any]) -> list[str]:
     labels = data["implementations"]
     keys = [k for k in labels if k != "ours"]
-    if not keys:
+    if "ours" not in labels or not keys:
         return []
     rows = []
     handovers = data["handover"]
     failovers = data["failover"]
     phases = data["load"]
 
-    def p50(results: dict[str, Any], key: str, field: str = "samples") -> float:
+    def quantile(results: dict[str, Any], key: str, q: float) -> float:
         r = results.get(key)
-        return percentile(r[field], 50) if r and r[field] else math.nan
+        return percentile(r["samples"], q) if r and r["samples"] else math.nan
+
+    def total(r: dict[str, Any]) -> float:
+        return rate(sum(r["leader_requests"].values()), r["window"]) + follower_rates(r)[2]
 
     for key in keys:
         row = [labels[key]]
-        row.append(ratio(p50(handovers, key), p50(handovers, "ours")))
-        row.append(
-            ratio(
-                percentile(handovers[key]["samples"], 99),
-                percentile(handovers["ours"]["samples"], 99),
-            )
-            if key in handovers and "ours" in handovers
-            else "-"
-        )
-        ours_f = failovers.get("ours")
-        other_f = failovers.get(key)
-        if ours_f and other_f and ours_f["samples"] and other_f["samples"]:
-            difference = percentile(other_f["samples"], 50) - percentile(ours_f["samples"], 50)
-            row.append(ms(difference, True))
-        else:
-            row.append("-")
+        row.append(ratio(quantile(handovers, key, 50), quantile(handovers, "ours", 50)))
+        row.append(ratio(quantile(handovers, key, 99), quantile(handovers, "ours", 99)))
+        difference = quantile(failovers, key, 50) - quantile(failovers, "ours", 50)
+        row.append(ms(difference, True))
         for phase in phases:
             ours = phase["results"].get("ours")
             other = phase["results"].get(key)
             if not ours or not other or ours.get("error") or other.get("error"):
-                row += ["-", "-"]
+                row.append("-")
                 continue
-            row.append(
-                ratio(
-                    rate(sum(other["leader_requests"].values()), other["window"]),
-                    rate(sum(ours["leader_requests"].values()), ours["window"]),
-                )
-            )
-            row.append(ratio(follower_rates(other)[2], follower_rates(ours)[2]))
+            row.append(f"{fmt_rate(total(other))} ({ratio(total(other), total(ours))})")
         rows.append(row)
-    header = ["implementation", "handover p50", "handover p99", "failover p50 difference"]
+    ours_row = ["leaderelect (watch), for reference", "1x", "1x", "0 ms"]
     for phase in phases:
-        header += [
-            f"leader req ({phase['followers']} f.)",
-            f"followers' req ({phase['followers']} f.)",
-        ]
+        ours = phase["results"].get("ours")
+        ours_row.append(fmt_rate(total(ours)) if ours and not ours.get("error") else "-")
+    rows.insert(0, ours_row)
+    header = ["implementation", "handover p50", "handover p99", "failover excess p50, difference"]
+    header += [f"all requests/min, {phase['followers']} followers (ratio)" for phase in phases]
     return table(header, rows, "l" + "r" * (len(header) - 1))
 
 
