@@ -38,9 +38,18 @@ async def open_lock(name: str) -> LeaseLock:
 
 
 # --8<-- [start:handlers]
+@kopf.on.login()
+async def login(
+    logger: kopf.Logger, settings: kopf.OperatorSettings, **_: object
+) -> kopf.ConnectionInfo | None:
+    # kopf connects as the election does: the pod's service account, else the kubeconfig.
+    return await kopf.login_via_async_client(logger=logger, settings=settings)
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.posting.enabled = False  # report on stdout only, not as Kubernetes Events
+    settings.scanning.disabled = True  # serve $WATCH_NAMESPACE only: no cluster-wide reads
     print(f"{IDENTITY}: operator started", flush=True)
 
 

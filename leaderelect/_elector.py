@@ -293,6 +293,8 @@ class LeaderElector:
         self._busy = False
         self._term: Leadership | None = None
         self._view: LeaseView | None = None
+        self._shared_view: LeaseView | None = None
+        self._following: BackgroundTasks | None = None
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._last_leader: str | None = None
 
@@ -352,6 +354,60 @@ class LeaderElector:
             )
         return None
 
+    # -- following the Lease -----------------------------------------------------------------
+
+    async def __aenter__(self) -> LeaderElector:
+        """Follow the Lease for the life of the block, for every term and observer in it.
+
+        Optional: ``leading()``, ``run()`` and ``observe()`` work on their own, each following
+        the Lease for as long as it runs. Inside ``async with elector:`` they share one watch
+        instead, and ``elector.leader`` stays current between terms.
+        """
+        if self._following is not None:
+            raise RuntimeError(f"elector {self._identity!r} is already entered")
+        following = BackgroundTasks()
+        view = await self._start_following(following)
+        self._following = following
+        self._shared_view = view
+        self._view = view
+        self._last_leader = view.holder
+        view.add_listener(self._notify_leader)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        following = self._following
+        assert following is not None, "LeaderElector.__aexit__ without __aenter__"
+        self._following = None
+        self._shared_view = None
+        self._view = None
+        await following.close()
+
+    async def _start_following(self, tasks: BackgroundTasks) -> LeaseView:
+        """Enter ``tasks`` and start keeping a new view current; returns after the first read."""
+        view = LeaseView()
+        task_group = await tasks.__aenter__()
+        try:
+            await task_group.start(
+                partial(
+                    follow,
+                    self._lock,
+                    view,
+                    timings=self._timings,
+                    clock=self._clock,
+                    rng=self._rng,
+                    watch=self._watch,
+                )
+            )
+        except BaseException:
+            await tasks.close()
+            raise
+        return view
+
     # -- the public entry points -------------------------------------------------------------
 
     def leading(self) -> AbstractAsyncContextManager[Leadership, None]:
@@ -398,8 +454,13 @@ class LeaderElector:
                     await on_new_leader(leader)
             drained.set()
 
-        async with BackgroundTasks() as tasks:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._following is None:
+                await stack.enter_async_context(self)  # one watch for every term
+            tasks = await stack.enter_async_context(BackgroundTasks())
             if on_new_leader is not None:
+                if self.leader is not None:
+                    send.send_nowait(self.leader)  # the holder already seen
                 tasks.start_soon(announce)
                 self._leader_listeners.append(send.send_nowait)
             else:
@@ -428,28 +489,24 @@ class LeaderElector:
             ```
         """
         send, receive = anyio.create_memory_object_stream[str | None](math.inf)
-        view = LeaseView()
-        last: list[str | None] = []
+        async with contextlib.AsyncExitStack() as stack:
+            view = self._shared_view
+            if view is None:
+                following = BackgroundTasks()
+                view = await self._start_following(following)
+                stack.push_async_callback(following.close)
+            last: list[str | None] = [view.holder]
 
-        def changed(_: LeaseSnapshot | None) -> None:
-            if not last or last[0] != view.holder:
-                last[:] = [view.holder]
-                send.send_nowait(view.holder)
+            def changed(_: LeaseSnapshot | None) -> None:
+                assert view is not None
+                if last[0] != view.holder:
+                    last[0] = view.holder
+                    send.send_nowait(view.holder)
 
-        view.add_listener(changed)
-        async with BackgroundTasks() as tasks, send, receive:
-            await tasks.start(
-                partial(
-                    follow,
-                    self._lock,
-                    view,
-                    timings=self._timings,
-                    clock=self._clock,
-                    rng=self._rng,
-                    watch=self._watch,
-                )
-            )
-            yield receive
+            send.send_nowait(view.holder)
+            stack.callback(view.add_listener(changed))
+            async with send, receive:
+                yield receive
 
     async def _run_terms(
         self,
@@ -728,23 +785,18 @@ class _Leading:
             )
         self._entered = True
         elector._busy = True
-        view = LeaseView()
-        elector._view = view
-        remove_leader = view.add_listener(elector._notify_leader)
         background = self._background = BackgroundTasks()
-        task_group = await background.__aenter__()
+        remove_leader: Callable[[], None] | None = None
         try:
-            await task_group.start(
-                partial(
-                    follow,
-                    elector._lock,
-                    view,
-                    timings=elector._timings,
-                    clock=elector._clock,
-                    rng=elector._rng,
-                    watch=elector._watch,
-                )
-            )
+            if elector._shared_view is not None:
+                view = elector._shared_view  # the elector's own watch, kept between terms
+                task_group = await background.__aenter__()
+            else:
+                view = await elector._start_following(background)
+                task_group = background.group
+                elector._view = view
+                remove_leader = view.add_listener(elector._notify_leader)
+                elector._notify_leader(view.snapshot)
             campaign_started = elector._clock.monotonic()
             term = await elector._campaign(view)
             elector._metrics.acquired(
@@ -761,9 +813,12 @@ class _Leading:
             task_group.start_soon(elector._keep, term, view)
             scope.__enter__()
         except BaseException:
-            remove_leader()
-            await background.close()
-            elector._view = None
+            if remove_leader is not None:
+                remove_leader()
+            if background.entered:
+                await background.close()
+            if elector._shared_view is None:
+                elector._view = None
             elector._busy = False
             raise
         self._remove_leader = remove_leader
@@ -808,7 +863,8 @@ class _Leading:
         finally:
             if self._remove_leader is not None:
                 self._remove_leader()
-            elector._view = None
+            if elector._shared_view is None:
+                elector._view = None
             elector._busy = False
         if pending is not None:
             raise pending

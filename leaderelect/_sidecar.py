@@ -18,7 +18,9 @@ it never runs unleased on a requested stop. After a loss the wrapper exits with
 
 CMD runs in a session (and process group) of its own: a terminal's Ctrl-C reaches only the
 wrapper, which stops CMD's whole group, and whatever CMD leaves behind in its group when it
-exits is killed before the lease is released.
+exits is killed before the lease is released. On Linux, CMD is also started with a parent-death
+signal (SIGKILL), so that it cannot outlive a wrapper that is itself SIGKILLed (in a container
+the runtime kills them together anyway).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import logging
 import math
 import os
 import shlex
+import shutil
 import signal
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
 
@@ -121,6 +125,42 @@ async def run_sidecar(settings: SidecarSettings, write: Write) -> int:
         ConfigError: the kubeconfig or service account cannot be loaded.
     """
     return await _Sidecar(settings, write).run()
+
+
+_ORPHAN_GUARD = """\
+import ctypes, os, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass
+if os.getppid() != int(sys.argv[1]):
+    os._exit(128 + signal.SIGKILL)  # the wrapper died before the guard was in place
+try:
+    os.execvp(sys.argv[2], sys.argv[2:])
+except OSError as exc:
+    sys.stderr.write(f"leaderelect run: cannot start {sys.argv[2]}: {exc}\\n")
+    os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+"""
+"""Run before CMD, in CMD's process: on Linux, ask the kernel to SIGKILL CMD if the wrapper
+dies, even by SIGKILL (``prctl(PR_SET_PDEATHSIG)`` survives ``exec``), then become CMD."""
+
+
+def _guarded(command: Sequence[str]) -> list[str]:
+    """The argv that runs CMD so that it cannot outlive the wrapper (where the OS allows)."""
+    if not sys.platform.startswith("linux"):
+        return list(command)
+    return [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid()), *command]
+
+
+def _cannot_run(program: str, path: str) -> str | None:
+    """Why ``program`` cannot be executed (as ``execvp`` would look it up), or ``None``."""
+    if os.sep in program:
+        if not os.path.exists(program):
+            return "not found"
+        if os.path.isdir(program) or not os.access(program, os.X_OK):
+            return "not executable"
+        return None
+    return None if shutil.which(program, path=path) else "not found"
 
 
 def _exit_status(returncode: int) -> int:
@@ -246,10 +286,14 @@ class _Sidecar:
         }
         self._leading = True
         try:
+            problem = _cannot_run(command[0], environment.get("PATH", os.defpath))
+            if problem is not None:
+                self._say(f"leading {leadership.lease}, but cannot start {command[0]}: {problem}")
+                return EXIT_NOT_FOUND if problem == "not found" else EXIT_CANNOT_EXECUTE
             with anyio.CancelScope(shield=True):  # once started, CMD is always ours to stop
                 try:
                     process = await anyio.open_process(
-                        command,
+                        _guarded(command),
                         stdin=None,
                         stdout=None,
                         stderr=None,
@@ -258,8 +302,6 @@ class _Sidecar:
                     )
                 except OSError as exc:
                     self._say(f"leading {leadership.lease}, but cannot start {command[0]}: {exc}")
-                    if isinstance(exc, FileNotFoundError):
-                        return EXIT_NOT_FOUND
                     return EXIT_CANNOT_EXECUTE
             self._say(
                 f"leading {leadership.lease} (fencing token {leadership.token}); started "

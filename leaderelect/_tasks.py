@@ -24,12 +24,24 @@ class BackgroundTasks:
 
     def __init__(self) -> None:
         self._group: TaskGroup | None = None
+        self._closed = False
 
     async def __aenter__(self) -> TaskGroup:
         if self._group is not None:
             raise RuntimeError("BackgroundTasks can be entered only once")
         self._group = anyio.create_task_group()
         return await self._group.__aenter__()
+
+    @property
+    def entered(self) -> bool:
+        """True once the block has been entered."""
+        return self._group is not None
+
+    @property
+    def group(self) -> TaskGroup:
+        """The task group (only once entered)."""
+        assert self._group is not None, "BackgroundTasks not entered"
+        return self._group
 
     async def __aexit__(
         self,
@@ -42,9 +54,12 @@ class BackgroundTasks:
 
     async def close(self) -> None:
         """Cancel the tasks and wait for them (shielded: an outer cancellation cannot cut the
-        wait short and leave them running). Raises what a failed task raised."""
+        wait short and leave them running). Raises what a failed task raised. Idempotent."""
         group = self._group
         assert group is not None, "BackgroundTasks.close() before __aenter__"
+        if self._closed:
+            return
+        self._closed = True
         group.cancel_scope.shield = True
         group.cancel_scope.cancel()
         await group.__aexit__(None, None, None)

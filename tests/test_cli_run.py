@@ -250,6 +250,31 @@ async def test_two_wrappers_run_one_child_at_a_time_and_hand_over_on_sigterm(
     assert _holder(leaderelect_server) == ""
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+async def test_a_sigkilled_wrappers_child_dies_with_it_and_a_follower_takes_over(
+    leaderelect_server: LeaseApiServer, child_script: Path, record: Path
+) -> None:
+    kubeconfig = leaderelect_server.kubeconfig()
+    with anyio.fail_after(3 * BOUND):
+        async with (
+            _wrapper(kubeconfig, "a", _child(child_script, "a", record), *FAST) as a,
+            _wrapper(kubeconfig, "b", _child(child_script, "b", record), *FAST) as b,
+        ):
+            pid = int((await a.stdout.until(r"child a started pid=(\d+)")).group(1))
+            await b.stderr.until(r"campaigning for lease default/my-app as b")
+            a.process.kill()
+            assert await a.exit_status() == -signal.SIGKILL
+            # Nothing was released: b takes over when the lease expires, by then a's child
+            # has died with its wrapper.
+            await b.stdout.until(r"child b started")
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+            b.process.send_signal(signal.SIGTERM)
+            assert await b.exit_status() == 143, b.explain()
+    assert _events(record) == ["start a", "start b", "sigterm b", "stop b"]
+    assert _holders(leaderelect_server) == ["a", "b", ""]
+
+
 async def test_child_gets_the_fencing_token_identity_and_lease_in_its_environment(
     leaderelect_server: LeaseApiServer, child_script: Path, record: Path
 ) -> None:

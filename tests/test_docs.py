@@ -107,6 +107,8 @@ def test_every_python_block_is_an_included_example_or_compiles(where: str, code:
                 assert _SECTION_END.format(section) in source, f"{where}: {section} never ends"
         return
     assert not any(snippets), f"{where}: mixes included and inline code"
+    # A mangled include (a formatter once rewrote one as `--8 < --"x"`) is valid Python.
+    assert not any(line.lstrip().startswith("--8") for line in lines), f"{where}: bad include"
     compile(code, where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True)
 
 

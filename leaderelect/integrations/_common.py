@@ -215,6 +215,7 @@ class BackgroundElection:
         group = await tasks.__aenter__()
         try:
             await group.start(self._campaign)
+            group.start_soon(self._follow_leaders)
         except BaseException:
             await tasks.close()
             raise
@@ -239,7 +240,7 @@ class BackgroundElection:
         self._notify()
         task_status.started()
         try:
-            await self._elector.run(self._lead, on_new_leader=self._observed)
+            await self._elector.run(self._lead)
         except Exception as exc:  # a worker failed (cancellation passes through)
             self._error = exc
             logger.exception(
@@ -249,6 +250,11 @@ class BackgroundElection:
         finally:
             self._running = False
             self._notify()
+
+    async def _follow_leaders(self) -> None:
+        async with self._elector.observe() as leaders:
+            async for _ in leaders:
+                self._notify()
 
     async def _lead(self, leadership: Leadership) -> None:
         failures: list[Exception] = []
@@ -272,9 +278,6 @@ class BackgroundElection:
             self._notify()
         if failures:
             raise failures[0]
-
-    async def _observed(self, leader: str | None) -> None:
-        self._notify()
 
     def _notify(self) -> None:
         self._changed.set()

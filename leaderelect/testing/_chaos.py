@@ -45,7 +45,7 @@ import kubernetes_asyncio.client
 from aiohttp import web
 
 from .._config import Timings
-from .._elector import LeaderElector
+from .._elector import LeaderElector, Leadership
 from .._errors import LeadershipLost
 from .._lock import LeaseLock
 from ._checker import (
@@ -122,7 +122,9 @@ class ChaosApiServer(LeaseApiServer):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._held: dict[int, asyncio.Event] = {}
+        # Keyed by id(); the fault is kept so that its id cannot be reused. A released fault's
+        # event stays set: a request it caught but had not begun holding is let go at once.
+        self._held: dict[int, tuple[Fault, asyncio.Event]] = {}
         self._stalled: list[Watcher] = []
 
     async def stop(self) -> None:
@@ -138,15 +140,11 @@ class ChaosApiServer(LeaseApiServer):
         :meth:`stall_watches` end too.
         """
         if fault is None:
-            for event in self._held.values():
+            for _, event in self._held.values():
                 event.set()
-            self._held.clear()
             self.resume_watches()
             return
-        held = self._held.get(id(fault))
-        if held is not None:
-            del self._held[id(fault)]
-            held.set()
+        self._held.setdefault(id(fault), (fault, asyncio.Event()))[1].set()
 
     def stall_watches(
         self,
@@ -197,7 +195,9 @@ class ChaosApiServer(LeaseApiServer):
         return await super()._inflict(fault, request, info)
 
     async def _hold(self, fault: Fault, seconds: float | None = None) -> None:
-        event = self._held.setdefault(id(fault), asyncio.Event())
+        _, event = self._held.setdefault(id(fault), (fault, asyncio.Event()))
+        if self._closing.is_set():
+            return
         with anyio.move_on_after(math.inf if seconds is None else seconds):
             await event.wait()
 
@@ -321,9 +321,15 @@ class _SkewedLoop(asyncio.SelectorEventLoop):
         super().__init__(selector=_ScaledSelector(rate))
         self._rate = rate
         self._origin = time.monotonic()
+        self._lost = 0.0
 
     def time(self) -> float:
-        return self._origin + (time.monotonic() - self._origin) * self._rate
+        return self._origin + (time.monotonic() - self._origin) * self._rate - self._lost
+
+    def suspend(self, seconds: float) -> None:
+        """Block for ``seconds`` during which this loop's clock does not advance."""
+        time.sleep(seconds)
+        self._lost += seconds * self._rate
 
 
 def skewed_event_loop(rate: float) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -359,7 +365,7 @@ class _LoopThread:
 
     def _thread(self, main: Callable[[], Awaitable[None]]) -> None:
         threading.current_thread().name = f"candidate {self._name}"
-        factory = skewed_event_loop(self._rate) if self._rate != 1.0 else asyncio.new_event_loop
+        factory = skewed_event_loop(self._rate)
         anyio.run(self._enter, main, backend="asyncio", backend_options={"loop_factory": factory})
 
     async def _enter(self, main: Callable[[], Awaitable[None]]) -> None:
@@ -373,6 +379,16 @@ class _LoopThread:
         finally:
             with self._lock:
                 self._loop = None
+
+    def suspend(self, seconds: float) -> None:
+        """Block the loop for ``seconds`` with its clock stopped (a suspended host)."""
+
+        def suspend() -> None:
+            loop = asyncio.get_running_loop()
+            assert isinstance(loop, _SkewedLoop)
+            loop.suspend(seconds)
+
+        self.call(suspend)
 
     def call(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the thread's loop (soon; or when it starts)."""
@@ -401,6 +417,9 @@ class ChaosCandidate:
         own_loop: run in a thread with an event loop of its own (needed for :meth:`stall`).
         loop_rate: that loop's speed (see :func:`skewed_event_loop`); implies ``own_loop``.
         watch: follow the Lease with a watch (False: poll, as client-go).
+        seed: seeds the elector's jitter.
+        work: the leader's work, called with the ``Leadership`` of each term, recorded in
+            ``log`` until it returns or is cancelled (default: work until stopped).
     """
 
     def __init__(
@@ -417,6 +436,7 @@ class ChaosCandidate:
         loop_rate: float = 1.0,
         watch: bool = True,
         seed: int | None = None,
+        work: Callable[[Leadership], Awaitable[None]] | None = None,
     ) -> None:
         self.server = server
         self.name = name
@@ -431,6 +451,8 @@ class ChaosCandidate:
         self.error: BaseException | None = None
         self.killed = False
         self._seed = seed
+        self._work = work
+        self.leaderships: list[Leadership] = []
         self._thread = _LoopThread(name, loop_rate) if (own_loop or loop_rate != 1.0) else None
         self._stop: anyio.Event | None = None
         self._scope: anyio.CancelScope | None = None
@@ -482,7 +504,10 @@ class ChaosCandidate:
                     try:
                         async with elector.leading() as leadership:
                             self.terms += 1
+                            self.leaderships.append(leadership)
                             with self.log.working(self.name, leadership.token):
+                                if self._work is not None:
+                                    await self._work(leadership)
                                 await self._stop.wait()
                     except LeadershipLost as lost:
                         self.losses.append(lost)
@@ -516,13 +541,19 @@ class ChaosCandidate:
         self.server.faults.cut_watches(user=self.name)
         self._call(lambda: self._scope.cancel() if self._scope is not None else None)
 
-    def stall(self, seconds: float) -> None:
+    def stall(self, seconds: float, *, clock_stops: bool = False) -> None:
         """Block the candidate's event loop for ``seconds`` (``time.sleep``: nothing runs).
 
         On a candidate with a loop of its own only that candidate stops; otherwise the
         caller's whole loop (every in-loop candidate and an in-process server) stops too.
+        With ``clock_stops`` (own loop only) its clock does not advance meanwhile, as on a
+        host resumed from suspend: on waking it believes no time has passed.
         """
-        if self._thread is not None:
+        if clock_stops:
+            if self._thread is None:
+                raise ValueError("clock_stops needs a candidate with a loop of its own")
+            self._thread.suspend(seconds)
+        elif self._thread is not None:
             self._thread.call(lambda: time.sleep(seconds))
         else:
             time.sleep(seconds)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import anyio
 import pytest
 from _fleet import FAST, Candidate, open_fleet
-from _kube import KubeTarget
+from _kube import KubeTarget, leases_path
 
-from leaderelect import LossReason
+from leaderelect import Leadership, LossReason
 from leaderelect.testing import DropConnection, ErrorResponse, Fault, Hang, Latency, partition
 
 pytestmark = pytest.mark.parametrize("kube", ["embedded"], indirect=True)
@@ -123,9 +123,10 @@ async def test_followers_make_no_requests_in_steady_state(
         async with open_fleet(kube, lease_name) as fleet:
             leader = await fleet.start("steady-leader")
             await leader.led.wait()
-            watches = server.faults.add(Latency(verb="watch", seconds=0))
-            for i in range(followers):
-                await fleet.start(f"steady-{i}")
+            names = [f"steady-{i}" for i in range(followers)]
+            watches = server.faults.add(Latency(user=names, verb="watch", seconds=0))
+            for name in names:
+                await fleet.start(name)
             await watches.wait_hits(followers)  # every follower has read the lease and watches
             server.requests.reset()
             window = 20 * FAST["retry_period"]
@@ -219,3 +220,49 @@ async def test_check_reports_a_leader_whose_work_ignores_cancellation(
     assert verdicts and verdicts[0] is not None
     assert "has not renewed" in verdicts[0]
     assert elector.check() is None  # the term is over
+
+
+async def test_entered_elector_shares_one_watch_across_terms_and_observers(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            elector = await fleet.elector("sharer")
+            async with elector:
+                assert elector.leader is None
+                async with elector.observe() as leaders:
+                    assert await anext(leaders) is None
+                    for _ in range(3):
+                        async with elector.leading():
+                            assert await anext(leaders) == "sharer"
+                        assert await anext(leaders) is None
+                    assert elector.leader is None
+    # One read and one watch for three terms and an observer; one create, then takeovers.
+    assert server.requests.count(verb="get", user="sharer") == 1
+    assert server.requests.count(verb="watch", user="sharer") == 1
+
+
+async def test_run_shares_one_watch_across_terms(kube: KubeTarget, lease_name: str) -> None:
+    server = kube.server
+    assert server is not None
+    terms: list[int] = []
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            elector = await fleet.elector("rerunner")
+            intruders = kube.raw("admin")
+
+            async def work(leadership: Leadership) -> None:
+                terms.append(leadership.token.transitions)
+                if len(terms) < 3:
+                    # Someone else empties the lease: our term is lost; run() campaigns again.
+                    lease = await fleet.lease()
+                    lease["spec"] = {**lease["spec"], "holderIdentity": ""}
+                    path = f"{leases_path(kube.namespace)}/{lease_name}"
+                    assert (await intruders.request("PUT", path, lease)).status == 200
+                    await anyio.sleep_forever()
+
+            await elector.run(work)
+    assert terms == [0, 1, 2]
+    assert server.requests.count(verb="watch", user="rerunner") == 1

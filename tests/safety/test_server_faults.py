@@ -161,13 +161,15 @@ async def test_expire_watch_answers_a_resume_with_410_in_the_stream(
 async def test_a_released_hang_drops_the_connection(
     server: ChaosApiServer, http: aiohttp.ClientSession
 ) -> None:
-    fault = Hang(user="alice", verb="get")
+    fault = Hang(user="alice", verb="create")
     handle = server.faults.add(fault)
     outcome: list[BaseException] = []
 
     async def request() -> None:
+        # A POST: aiohttp would send a GET again on a fresh connection by itself.
+        body = {"metadata": {"name": "x"}, "spec": {}}
         try:
-            async with http.get(server.url + LEASES + "/x", headers=_auth(server, "alice")):
+            async with http.post(server.url + LEASES, json=body, headers=_auth(server, "alice")):
                 pass
         except aiohttp.ClientError as exc:
             outcome.append(exc)
