@@ -478,8 +478,9 @@ class LeaderElector:
         """Watch who leads, without campaigning.
 
         Yields an async iterator of holders: the current one first, then each change
-        (``None`` while the lease is free or absent). It runs its own watch on the Lease
-        (one request, plus a reconnect every few minutes).
+        (``None`` while the lease is free or absent). Inside ``async with elector:`` it uses
+        the elector's watch; otherwise it opens its own (a read and a watch, plus a reconnect
+        every few minutes).
 
         Example:
             ```python
