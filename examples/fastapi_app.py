@@ -42,11 +42,15 @@ LEASE_NAME = os.environ.get("LEASE_NAME", "fastapi-example")
 RECONCILE_EVERY = float(os.environ.get("RECONCILE_EVERY", "30"))
 
 
+# --8<-- [start:open-lock]
 async def open_lock(name: str) -> LeaseLock:
     """The Lease through the pod's service account in a cluster, else through a kubeconfig."""
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
         return await LeaseLock.in_cluster(name)
     return await LeaseLock.from_kubeconfig(name)
+
+
+# --8<-- [end:open-lock]
 
 
 # --8<-- [start:app]

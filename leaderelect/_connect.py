@@ -64,7 +64,14 @@ async def open_lock(target: LeaseTarget) -> LeaseLock:
             says which file, in the command line's terms (``--kubeconfig``).
     """
     if target.in_cluster:
-        return await LeaseLock.in_cluster(target.name, target.namespace)
+        try:
+            return await LeaseLock.in_cluster(target.name, target.namespace)
+        except ConfigError as exc:
+            message = " ".join(str(exc).removeprefix("in_cluster: ").split())
+            raise ConfigError(
+                f"{message} (${_IN_CLUSTER_ENV} is set, so the pod's service account was tried; "
+                "give --kubeconfig or set $KUBECONFIG to use a kubeconfig instead)"
+            ) from exc
     try:
         return await LeaseLock.from_kubeconfig(
             target.name, target.namespace, config_file=target.kubeconfig, context=target.context

@@ -117,6 +117,7 @@ class Leadership:
         self._loss: LossReason | None = None
         self._lost = anyio.Event()
         self._ended = False
+        self._released = False
 
     @property
     def identity(self) -> str:
@@ -158,6 +159,11 @@ class Leadership:
     def loss_reason(self) -> LossReason | None:
         """Why the term was lost, or ``None`` while it holds (or ended normally)."""
         return self._loss
+
+    @property
+    def released(self) -> bool:
+        """True once ``leading()`` has written the lease free at the end of this term."""
+        return self._released
 
     async def wait_lost(self) -> LossReason:
         """Wait until the term is lost; returns the reason."""
@@ -859,8 +865,10 @@ class _Leading:
             if elector._release_on_cancel and loss in (None, LossReason.RENEW_DEADLINE):
                 with anyio.CancelScope(shield=True):
                     released = await elector._release(term)
-                if released is not None and elector._view is not None:
-                    elector._view.update(released, elector._clock.monotonic())
+                if released is not None:
+                    term._released = True
+                    if elector._view is not None:
+                        elector._view.update(released, elector._clock.monotonic())
         finally:
             if self._remove_leader is not None:
                 self._remove_leader()

@@ -207,19 +207,18 @@ class _Sidecar:
                 timings.margin,
                 self._name,
             )
-        lock = await open_lock(settings.target)
-        async with lock:
-            elector = LeaderElector(
-                lock,
-                identity=settings.identity,
-                lease_duration=timings.lease_duration,
-                renew_deadline=timings.renew_deadline,
-                retry_period=timings.retry_period,
-            )
-            async with BackgroundTasks() as tasks:
-                await tasks.start(self._watch_signals)
-                status: int | None = None
-                with self._campaign_scope:
+        status: int | None = None
+        async with BackgroundTasks() as tasks:
+            await tasks.start(self._watch_signals)  # a signal from here on stops us cleanly
+            with self._campaign_scope:
+                async with await open_lock(settings.target) as lock:
+                    elector = LeaderElector(
+                        lock,
+                        identity=settings.identity,
+                        lease_duration=timings.lease_duration,
+                        renew_deadline=timings.renew_deadline,
+                        retry_period=timings.retry_period,
+                    )
                     status = await self._campaign_and_lead(elector)
         if self._stop_signal is not None:
             status = 128 + self._stop_signal
@@ -263,7 +262,7 @@ class _Sidecar:
                     continue
                 self._lost = True
                 return EXIT_LEASE_LOST
-            if elector.leader == elector.identity:
+            if not leadership.released:
                 self._say(
                     f"could not release lease {elector.lease}; followers take it over when "
                     "it expires"

@@ -24,6 +24,7 @@ from anyio.streams.text import TextReceiveStream
 
 from leaderelect import LeaseLock, LeaseRecord
 from leaderelect._cli import main
+from leaderelect._connect import LeaseTarget
 from leaderelect._record import format_micro_time
 from leaderelect.testing import LeaseApiServer, Rule
 
@@ -358,3 +359,43 @@ def test_without_any_kubeconfig_the_error_says_where_credentials_come_from(
     err = capsys.readouterr().err
     assert err.startswith("leaderelect status: error: no kubeconfig found at '~/.kube/config'")
     assert "(give --kubeconfig, set $KUBECONFIG, or run in a pod)" in err
+
+
+@pytest.mark.skipif(
+    Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists(),
+    reason="this machine is a pod with a service account",
+)
+def test_in_a_pod_without_a_service_account_the_error_says_what_was_tried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    assert main(["status", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("leaderelect status: error: cannot load the service-account config")
+    assert "$KUBERNETES_SERVICE_HOST is set, so the pod's service account was tried" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("environment", "kubeconfig", "in_cluster"),
+    [
+        ({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, None, True),
+        ({"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBECONFIG": "/k"}, None, False),
+        ({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, Path("/k"), False),
+        ({}, None, False),
+    ],
+    ids=["in a pod", "$KUBECONFIG wins", "--kubeconfig wins", "outside a pod"],
+)
+def test_the_service_account_is_used_only_in_a_pod_without_a_kubeconfig(
+    environment: dict[str, str],
+    kubeconfig: Path | None,
+    in_cluster: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert LeaseTarget("x", kubeconfig=kubeconfig).in_cluster is in_cluster

@@ -137,8 +137,11 @@ class BackgroundElection:
     the context exits. The task is owned by the context, and a failure does not cancel the code
     inside it, which is usually a web server's lifespan.
 
+    The election follows the Lease with one watch, entering ``async with elector:`` itself:
+    pass an elector that is not in use elsewhere.
+
     Args:
-        elector: the elector to campaign with; it must not be used elsewhere meanwhile.
+        elector: the elector to campaign with.
         *workers: leader-only work, started at the beginning of each term.
 
     Example:
@@ -152,6 +155,7 @@ class BackgroundElection:
         self._elector = elector
         self._workers = workers
         self._leadership: Leadership | None = None
+        self._leader: str | None = None
         self._running = False
         self._error: BaseException | None = None
         self._entered = False
@@ -177,7 +181,7 @@ class BackgroundElection:
         return ElectionStatus(
             lease=self._elector.lease,
             identity=self._elector.identity,
-            leader=self._elector.leader,
+            leader=self._elector.identity if term is not None else self._leader,
             is_leader=term is not None,
             token=None if term is None else term.token,
             running=self._running,
@@ -215,7 +219,6 @@ class BackgroundElection:
         group = await tasks.__aenter__()
         try:
             await group.start(self._campaign)
-            group.start_soon(self._follow_leaders)
         except BaseException:
             await tasks.close()
             raise
@@ -240,7 +243,12 @@ class BackgroundElection:
         self._notify()
         task_status.started()
         try:
-            await self._elector.run(self._lead)
+            # One read and one watch of the Lease, shared by every term and by the observer.
+            # Entered here, in the background: the application starts even while the API
+            # server cannot be reached.
+            async with self._elector, BackgroundTasks() as tasks:
+                tasks.start_soon(self._follow_leaders)
+                await self._elector.run(self._lead)
         except Exception as exc:  # a worker failed (cancellation passes through)
             self._error = exc
             logger.exception(
@@ -253,7 +261,8 @@ class BackgroundElection:
 
     async def _follow_leaders(self) -> None:
         async with self._elector.observe() as leaders:
-            async for _ in leaders:
+            async for leader in leaders:
+                self._leader = leader
                 self._notify()
 
     async def _lead(self, leadership: Leadership) -> None:

@@ -65,8 +65,9 @@ async def leader_election(
     replica; ``workers`` run only on the leader, for as long as it leads. At cleanup the
     workers are cancelled and awaited and the lease is released before this context exits.
 
-    The app's startup and cleanup must run in one task, as ``web.run_app()`` and an
-    ``AppRunner`` set up and cleaned up by one coroutine do.
+    The app's startup and cleanup must run in one task and within the same cancel scopes,
+    as ``web.run_app()`` runs them, and an ``AppRunner`` set up and cleaned up by one
+    coroutine: the election's task group is opened at startup and closed at cleanup.
 
     Args:
         app: the application; one election per app.

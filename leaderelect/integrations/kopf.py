@@ -69,8 +69,12 @@ async def operator(
     When the caller is cancelled (the term is lost, or the program shuts down), kopf's stop
     flag is set first, and kopf stops as it does for a stop request: handlers are cancelled
     (kopf gives those still running 5 s), cleanup handlers run, and no SIGKILL timer is armed.
-    The cancellation then goes on. Returns when kopf stops by itself, on SIGINT or SIGTERM
-    (kopf handles both while it runs in the main thread).
+    The cancellation then goes on.
+
+    Returns when kopf stops by itself. In the main thread that includes SIGINT and SIGTERM:
+    once kopf has started, they set its stop flag too (kopf's own handlers would leave a task
+    behind that delays its exit by 5 s). When kopf has stopped, the handlers set with
+    ``signal.signal()`` before it started are restored; kopf would leave its own in place.
 
     kopf stops *every* task created in the event loop after it started, so run nothing else
     in its loop that starts later (a web server, say); the elector's own tasks start before
@@ -86,7 +90,9 @@ async def operator(
         liveness_endpoint: kopf's own liveness endpoint, such as ``"http://0.0.0.0:8080/healthz"``
             (served only while kopf runs, that is by the leader).
     """
+    loop = asyncio.get_running_loop()
     stop_flag = asyncio.Event()
+    ready_flag: asyncio.Future[None] = loop.create_future()
     finished = anyio.Event()
     failures: list[Exception] = []
 
@@ -103,22 +109,35 @@ async def operator(
                     liveness_endpoint=liveness_endpoint,
                     standalone=True,
                     stop_flag=stop_flag,
+                    ready_flag=ready_flag,
                 )
             except Exception as exc:
                 failures.append(exc)
             finally:
                 finished.set()
 
-    async with anyio.create_task_group() as group:
-        group.start_soon(run_kopf)
+    with _signals_restored() as take_over:
+        running = True
+
+        def ready(_: asyncio.Future[None]) -> None:
+            # kopf installed its signal handlers as it started; replace them with ours.
+            if running:
+                take_over(stop_flag.set)
+
+        ready_flag.add_done_callback(ready)
         try:
-            await finished.wait()
-        finally:
-            if not finished.is_set():
-                logger.info("stopping kopf")
-                stop_flag.set()
-                with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as group:
+                group.start_soon(run_kopf)
+                try:
                     await finished.wait()
+                finally:
+                    if not finished.is_set():
+                        logger.info("stopping kopf")
+                        stop_flag.set()
+                        with anyio.CancelScope(shield=True):
+                            await finished.wait()
+        finally:
+            running = False
     if failures:
         raise failures[0]
 
@@ -163,7 +182,8 @@ async def run_operator(
         anyio.run(main)
         ```
     """
-    with anyio.CancelScope() as scope, _stop_on_signals(scope) as reinstall:
+    with anyio.CancelScope() as scope, _signals_restored() as install:
+        install(scope.cancel)  # while campaigning; operator() handles them while kopf runs
 
         async def term(leadership: Leadership) -> None:
             try:
@@ -176,7 +196,7 @@ async def run_operator(
                     liveness_endpoint=liveness_endpoint,
                 )
             finally:
-                reinstall()  # kopf took the signals over while it ran; take them back
+                install(scope.cancel)  # operator() removed the loop's handlers on its way out
 
         await elector.run(term)
     if scope.cancelled_caught:
@@ -184,23 +204,24 @@ async def run_operator(
 
 
 @contextmanager
-def _stop_on_signals(scope: anyio.CancelScope) -> Iterator[Callable[[], None]]:
-    """Cancel ``scope`` on SIGINT or SIGTERM, as kopf does; only in the main thread.
+def _signals_restored() -> Iterator[Callable[[Callable[[], object]], None]]:
+    """Handle SIGINT and SIGTERM in the block, in the main thread; restore the handlers after.
 
-    Yields a function that installs the handlers again (kopf replaces them and leaves its own
-    behind). On exit the handlers are removed and the previous Python-level ones restored.
+    Yields ``install(callback)``, which makes both signals call ``callback`` (again: kopf
+    replaces the handlers as it starts). On exit the loop's handlers are removed and the
+    Python-level handlers found on entry restored. Outside the main thread nothing is done,
+    as signals can only be handled there.
     """
     if threading.current_thread() is not threading.main_thread():
-        yield lambda: None
+        yield lambda callback: None
         return
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
 
-    def install() -> None:
+    def install(callback: Callable[[], object]) -> None:
         for sig in _SIGNALS:
-            loop.add_signal_handler(sig, scope.cancel)
+            loop.add_signal_handler(sig, callback)
 
-    install()
     try:
         yield install
     finally:

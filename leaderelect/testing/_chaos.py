@@ -95,6 +95,7 @@ __all__ = [
     "run_schedule",
     "run_schedules",
     "skewed_event_loop",
+    "suspend_loop",
 ]
 
 logger = logging.getLogger(__name__)
@@ -332,6 +333,21 @@ class _SkewedLoop(asyncio.SelectorEventLoop):
         self._lost += seconds * self._rate
 
 
+def suspend_loop(seconds: float) -> None:
+    """Block the running event loop for ``seconds`` with its clock stopped meanwhile.
+
+    As a host resumed from suspend, or a VM whose monotonic clock was frozen: on waking, the
+    loop believes no time has passed. Only on a loop made by :func:`skewed_event_loop`.
+
+    Raises:
+        TypeError: the running loop's clock cannot be stopped.
+    """
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, _SkewedLoop):
+        raise TypeError("suspend_loop() needs a loop made by skewed_event_loop()")
+    loop.suspend(seconds)
+
+
 def skewed_event_loop(rate: float) -> Callable[[], asyncio.AbstractEventLoop]:
     """A loop factory: an asyncio loop whose clock, sleeps and deadlines run at ``rate``.
 
@@ -383,12 +399,7 @@ class _LoopThread:
     def suspend(self, seconds: float) -> None:
         """Block the loop for ``seconds`` with its clock stopped (a suspended host)."""
 
-        def suspend() -> None:
-            loop = asyncio.get_running_loop()
-            assert isinstance(loop, _SkewedLoop)
-            loop.suspend(seconds)
-
-        self.call(suspend)
+        self.call(lambda: suspend_loop(seconds))
 
     def call(self, callback: Callable[[], object]) -> None:
         """Run ``callback`` on the thread's loop (soon; or when it starts)."""
@@ -452,6 +463,7 @@ class ChaosCandidate:
         self.killed = False
         self._seed = seed
         self._work = work
+        self._listeners: list[Callable[[], None]] = []
         self.leaderships: list[Leadership] = []
         self._thread = _LoopThread(name, loop_rate) if (own_loop or loop_rate != 1.0) else None
         self._stop: anyio.Event | None = None
@@ -500,23 +512,61 @@ class ChaosCandidate:
                 rng=random.Random(self._seed),
             )
             with self._scope:
-                while not self._stop.is_set():
-                    try:
-                        async with elector.leading() as leadership:
-                            self.terms += 1
-                            self.leaderships.append(leadership)
-                            with self.log.working(self.name, leadership.token):
-                                if self._work is not None:
-                                    await self._work(leadership)
-                                await self._stop.wait()
-                    except LeadershipLost as lost:
-                        self.losses.append(lost)
+                await self._campaign(elector, self._stop)
         except Exception as exc:  # reported by the runner, never swallowed
             self.error = exc
             logger.exception("candidate %s failed", self.name)
         finally:
             with anyio.CancelScope(shield=True):
                 await api_client.close()
+            self._notify()
+
+    async def _campaign(self, elector: LeaderElector, stop: anyio.Event) -> None:
+        """Campaign and work until ``stop``: a term in progress then ends gracefully (and
+        releases), a campaign in progress is cancelled."""
+        in_term = False
+        async with anyio.create_task_group() as tg:
+
+            async def stopper() -> None:
+                await stop.wait()
+                if not in_term:
+                    tg.cancel_scope.cancel()
+
+            tg.start_soon(stopper)
+            while not stop.is_set():
+                try:
+                    async with elector.leading() as leadership:
+                        self.terms += 1
+                        self.leaderships.append(leadership)
+                        in_term = True
+                        try:
+                            with self.log.working(self.name, leadership.token):
+                                await self._work_until(leadership, stop)
+                        finally:
+                            in_term = False
+                except LeadershipLost as lost:
+                    self.losses.append(lost)
+                    self._notify()
+            tg.cancel_scope.cancel()
+
+    async def _work_until(self, leadership: Leadership, stop: anyio.Event) -> None:
+        if self._work is None:
+            await stop.wait()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._work, leadership)
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+    def add_listener(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (from the candidate's thread) after each lost term and when the
+        candidate ends; returns a remover. Starts and ends of work notify the log's listeners."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def _notify(self) -> None:
+        for listener in list(self._listeners):
+            listener()
 
     def _call(self, callback: Callable[[], object]) -> None:
         if self._thread is not None:

@@ -223,6 +223,7 @@ async def test_leading_context_is_single_use_and_one_term_at_a_time(
                     async with elector.leading():
                         pass
             assert not leadership.is_valid
+            assert leadership.released
             with pytest.raises(RuntimeError, match="only once"):
                 async with context:
                     pass

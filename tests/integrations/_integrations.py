@@ -80,18 +80,27 @@ def load_example(name: str) -> ModuleType:
 
 
 async def run_lifespan(
-    app: ASGIApp, stop: anyio.Event, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    app: ASGIApp,
+    stop: anyio.Event,
+    shutdown: list[Message] | None = None,
+    *,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Drive an ASGI app's lifespan as a server does: startup, then shutdown once ``stop`` is set.
 
-    Runs in its own task, like a server's lifespan task, so apps can stop in any order.
+    Runs in its own task, like a server's lifespan task, so apps can stop in any order. The
+    shutdown must complete, unless ``shutdown`` is given: then the app's answer is put there.
     """
     to_app, app_inbox = anyio.create_memory_object_stream[Message](math.inf)
     app_outbox, from_app = anyio.create_memory_object_stream[Message](math.inf)
     scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
 
     async def lifespan() -> None:
-        await app(scope, app_inbox.receive, app_outbox.send)
+        try:
+            await app(scope, app_inbox.receive, app_outbox.send)
+        except Exception:
+            if shutdown is None:
+                raise  # else reported by the app's lifespan.shutdown.failed, as servers log it
 
     async with anyio.create_task_group() as tg, to_app, app_inbox, app_outbox, from_app:
         tg.start_soon(lifespan)
@@ -102,7 +111,10 @@ async def run_lifespan(
         await stop.wait()
         await to_app.send({"type": "lifespan.shutdown"})
         message = await from_app.receive()
-        assert message["type"] == "lifespan.shutdown.complete", message
+        if shutdown is not None:
+            shutdown.append(message)
+        else:
+            assert message["type"] == "lifespan.shutdown.complete", message
 
 
 async def hold(
@@ -136,8 +148,8 @@ async def serve_aiohttp(
         task_status.started(f"http://{host}:{port}")
         await stop.wait()
     finally:
-        with anyio.CancelScope(shield=True):
-            await runner.cleanup()
+        # As web.run_app() does: no cancel scope around cleanup that was not there at setup.
+        await runner.cleanup()
 
 
 # -- processes ------------------------------------------------------------------------------------

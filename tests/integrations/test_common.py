@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 import pytest
-from _integrations import fast_elector, held_by, hold, take_over
+from _integrations import example_process, fast_elector, held_by, hold, take_over
 
 from leaderelect import LeaderElector, Leadership, LeaseLock
 from leaderelect.integrations import BackgroundElection, ElectionStatus, Worker, run_while_leading
@@ -237,3 +238,28 @@ async def test_status_renders_as_json(
             }
             assert repr(election) == "<BackgroundElection 'json' for default/integrations leading>"
         await leaderelect_server.wait_for_lease("default", LEASE, held_by(""))
+
+
+# -- the example -------------------------------------------------------------------------------
+
+
+async def test_the_background_work_example_hands_over_on_sigterm(
+    leaderelect_server: LeaseApiServer,
+) -> None:
+    kubeconfig = leaderelect_server.kubeconfig()
+    with anyio.fail_after(30):
+        async with example_process("background_work.py", kubeconfig, "worker-a") as (pa, out_a):
+            first = await out_a.wait_for(lambda line: line.startswith("worker-a: reconciling"))
+            assert first.rstrip().endswith(":0")
+            async with example_process("background_work.py", kubeconfig, "worker-b") as (
+                pb,
+                out_b,
+            ):
+                pa.send_signal(signal.SIGTERM)
+                assert await pa.wait() == 0
+                assert (await out_a.rest())[-1] == "worker-a: stopped"
+                line = await out_b.wait_for(lambda line: line.startswith("worker-b: reconciling"))
+                assert line.rstrip().endswith(":1")
+                pb.send_signal(signal.SIGINT)
+                assert await pb.wait() == 0
+    await leaderelect_server.wait_for_lease("default", "background-work", held_by(""))

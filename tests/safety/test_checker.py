@@ -154,7 +154,7 @@ class TestLeaseHistory:
             write(0.0, "a", None, "a", (None, 2), verb="create", duration=15),
             write(3.0, "b", "a", "b", (2, 3), duration=15),
         ]
-        with pytest.raises(ElectionViolation, match="claim of 15.000s had not run out"):
+        with pytest.raises(ElectionViolation, match=r"claim of 15\.000s had not run out"):
             check_lease_history(writes, lease="default/lease", fallback_duration=1)
 
     def test_a_fast_clock_is_tolerated_within_the_rate(self) -> None:
@@ -162,16 +162,14 @@ class TestLeaseHistory:
             write(0.0, "a", None, "a", (None, 2), verb="create", duration=10),
             write(9.2, "b", "a", "b", (2, 3), duration=10),
         ]
-        check_lease_history(
-            writes, lease="default/lease", fallback_duration=1, rate_tolerance=1.1
-        )
+        check_lease_history(writes, lease="default/lease", fallback_duration=1, rate_tolerance=1.1)
 
     def test_a_malformed_duration_falls_back_to_ours(self) -> None:
         writes = [
             write(0.0, "a", None, "a", (None, 2), verb="create", duration="soon"),
             write(0.5, "b", "a", "b", (2, 3), duration="soon"),
         ]
-        with pytest.raises(ElectionViolation, match="claim of 2.000s"):
+        with pytest.raises(ElectionViolation, match=r"claim of 2\.000s"):
             check_lease_history(writes, lease="default/lease", fallback_duration=2)
 
     def test_recreated_after_delete_and_other_leases_are_fine(self) -> None:

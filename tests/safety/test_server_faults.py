@@ -214,7 +214,8 @@ async def test_a_fault_window_applies_only_within_its_window() -> None:
     # Renewals run every 0.1 s: the window caught one or two, and the leader kept its lease
     # (0.15 s of failures is well within its renew deadline).
     assert 1 <= result.fault_hits["ErrorResponse 500"] <= 3
-    assert seen[0].requests.count(verb="update", user="c0", code=500) == (
-        result.fault_hits["ErrorResponse 500"]
+    assert (
+        seen[0].requests.count(verb="update", user="c0", code=500)
+        == (result.fault_hits["ErrorResponse 500"])
     )
     assert result.report.handovers == 1  # the creation only: c0 led throughout
