@@ -165,8 +165,11 @@ class _RenewalMetrics:
 
 
 async def _wait_step_down(slot: Slot) -> None:
-    """Wait for the next step-down, and for permission to campaign after it."""
-    slot.permitted = anyio.Event()
+    """After a step-down, wait for permission to campaign again.
+
+    The permission was withdrawn when ``stepdown`` arrived (see :func:`_commands`), so a
+    ``campaign`` that comes before this point is not lost.
+    """
     slot.stepdown = anyio.Event()
     slot.ended = anyio.Event()
     await slot.permitted.wait()
@@ -331,9 +334,12 @@ async def _commands(slots: dict[str, Slot]) -> None:
             if command == "report":
                 counts = {s.identity: dict(s.counts) for s in slots.values()}
                 print(f"COUNTS {json.dumps(counts, sort_keys=True)}", flush=True)
-            elif command in ("stepdown", "campaign") and args and args[0] in slots:
+            elif command == "stepdown" and args and args[0] in slots:
                 slot = slots[args[0]]
-                (slot.stepdown if command == "stepdown" else slot.permitted).set()
+                slot.permitted = anyio.Event()  # until "campaign"
+                slot.stepdown.set()
+            elif command == "campaign" and args and args[0] in slots:
+                slots[args[0]].permitted.set()
             else:
                 sys.stderr.write(f"candidate: unknown command {raw!r}\n")
 

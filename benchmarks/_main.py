@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -135,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the implementations' handover and failover runs side by side (faster, "
         "noisier; default only with --quick)",
     )
+    parser.add_argument(
+        "--together-up-to",
+        type=int,
+        help="load phases with up to this many followers run every implementation's fleet at "
+        "once; bigger ones run one implementation at a time (default: always at once on the "
+        "embedded server, up to 10 followers on a real one)",
+    )
     parser.add_argument("--seed", type=int, help="seed for the random pauses between steps")
     parser.add_argument(
         "--time-limit", type=float, help="minutes after which the run is cut short (default 60)"
@@ -163,6 +171,11 @@ def _settings(args: argparse.Namespace, impls: list[str], go: Path | None) -> Se
         electors_per_process=max(1, args.electors_per_process),
         impls=impls,
         concurrent=args.concurrent if args.concurrent is not None else quick,
+        together_up_to=pick(
+            args.together_up_to,
+            10 if (args.real or args.kubeconfig is not None) else 1_000_000,
+            1_000_000,
+        ),
         seed=args.seed,
         go_binary=go,
     )
@@ -308,18 +321,28 @@ async def _run(args: argparse.Namespace, data: dict[str, Any], settings: Setting
         if "load" in scenarios:
             for followers in settings.followers:
                 print(f"steady state, {followers} followers ...", file=sys.stderr, flush=True)
-                try:
-                    phase = await measure_load(impls, target, settings, followers)
-                except Exception as exc:  # a bug here must not cost the other figures
-                    data["notes"].append(f"load phase with {followers} followers failed")
-                    print(_failure(exc), file=sys.stderr, flush=True)
-                    continue
-                data["load"].append(phase.to_json())
-                print(
-                    f"  done in {phase.seconds:.0f} s (load {phase.load_after[0]:.2f})",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                together = followers <= settings.together_up_to
+                groups = [impls] if together else [[impl] for impl in impls]
+                entry: dict[str, Any] = {"followers": followers, "results": {}, "groups": []}
+                for group in groups:
+                    try:
+                        phase = await measure_load(group, target, settings, followers)
+                    except Exception as exc:  # a bug here must not cost the other figures
+                        data["notes"].append(f"load phase with {followers} followers failed")
+                        print(_failure(exc), file=sys.stderr, flush=True)
+                        continue
+                    figures = phase.to_json()
+                    entry["results"].update(figures.pop("results"))
+                    figures["impls"] = [impl.key for impl in group]
+                    entry["groups"].append(figures)
+                    print(
+                        f"  {', '.join(figures['impls'])}: done in {phase.seconds:.0f} s "
+                        f"(load {phase.load_after[0]:.2f})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                if entry["groups"]:
+                    data["load"].append(entry)
 
 
 async def _stop_on_signals(scope: anyio.CancelScope, data: dict[str, Any]) -> None:
@@ -340,6 +363,7 @@ async def _amain(args: argparse.Namespace) -> int:
     data: dict[str, Any] = {
         "started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "command": " ".join(["python", "benchmarks/election.py", *sys.argv[1:]]),
+        "revision": getattr(args, "revision", "unknown"),
         "machine": _machine(),
         "settings": {
             "timings": {
@@ -356,6 +380,7 @@ async def _amain(args: argparse.Namespace) -> int:
             "fleet_size": settings.fleet_size,
             "electors_per_process": settings.electors_per_process,
             "concurrent": settings.concurrent,
+            "together_up_to": settings.together_up_to,
             "quick": args.quick,
         },
         "implementations": {k: IMPLS[k].label for k in impls},
@@ -380,6 +405,11 @@ async def _amain(args: argparse.Namespace) -> int:
     )
     notes.append(
         "load phases: the implementations' fleets run at the same time, each on its own Lease"
+        + (
+            f", up to {settings.together_up_to} followers; beyond, one implementation at a time"
+            if any(f > settings.together_up_to for f in settings.followers)
+            else ""
+        )
     )
     limit = (args.time_limit or (5.0 if args.quick else 60.0)) * 60
     async with anyio.create_task_group() as tg:
@@ -424,6 +454,31 @@ def _check_timings(settings: Settings) -> None:
         raise SystemExit(f"invalid timings: {exc}") from None
 
 
+def _revision() -> str:
+    """The checkout measured: commit, and whether leaderelect/ had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "leaderelect"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes in leaderelect/" if dirty else head
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.revision = _revision()
     return anyio.run(_amain, args)

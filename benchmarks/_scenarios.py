@@ -95,6 +95,8 @@ class Settings:
     electors_per_process: int
     impls: list[str]
     concurrent: bool
+    together_up_to: int
+    """Load phases with more followers run one implementation at a time."""
     seed: int | None
     go_binary: Path | None
 
@@ -265,6 +267,9 @@ class LatencyResult:
     """Seconds: handover latency, or failover time beyond lease_duration (from the SIGKILL)."""
     since_renewal: list[float] = field(default_factory=list)
     """Failover only: seconds beyond lease_duration, from the dead leader's last renewal."""
+    released: list[float | None] = field(default_factory=list)
+    """Handover, leaderelect only: seconds from the end of the work until ``leading()`` had
+    returned, its release written (one per sample; None when not seen)."""
     requested: int = 0
     error: str | None = None
     unexpected: list[str] = field(default_factory=list)
@@ -379,6 +384,11 @@ async def measure_handovers(
                         + fleet._failures(),
                     )
                     result.samples.append(new.at - end.at)
+                    if impl.key in ("ours", "ours-poll"):
+                        released = await fleet.bus.wait_event(
+                            mark, "released", _STEP_DOWN_WAIT, who=_is(leader)
+                        )
+                        result.released.append(None if released is None else released.at - end.at)
                     await fleet.rejoin(leader)
                     leader = new.who
         except (ScenarioError, TimeoutError) as exc:
@@ -558,7 +568,9 @@ async def measure_load(
             fleet = fleets[impl.key]
             result = results[impl.key]
             result.window = elapsed
-            leader = leaders[impl.key]
+            # The leader of the window: the last to start before it (normally the first one).
+            starts = [e for e in fleet.bus.events if e.kind == "start" and e.at <= window_start]
+            leader = max(starts, key=lambda e: e.at).who if starts else leaders[impl.key]
             result.leader = leader
             clients = _diff(clients_after[impl], clients_before[impl])
             for member in fleet.members:

@@ -2,7 +2,7 @@
 
 Safety rests on two things. The API server's compare-and-swap on ``resourceVersion`` lets at
 most one candidate win each change of holder. And timing keeps terms apart: a follower takes
-over only ``leaseDurationSeconds`` after it last saw the record change, by its own monotonic
+over only ``leaseDurationSeconds`` after it last saw the Lease change, by its own monotonic
 clock, while a leader's work runs inside a cancel scope whose deadline is ``renew_deadline``
 after the *send* time of its last successful renewal. Every request is bounded by the time
 left before that deadline, so no hung call keeps a leader working past it. The difference,
@@ -26,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
 from typing import final
@@ -213,6 +213,18 @@ class Leadership:
         )
 
 
+def _later_than(now: datetime, previous: datetime | None) -> datetime:
+    """``now``, or just after ``previous`` if the wall clock has not moved past it.
+
+    The API server drops an update that changes nothing (no new resourceVersion, no watch
+    event), so a renewal must change the record for followers to see it at all; a wall clock
+    that stands still or steps back must not make renewals invisible.
+    """
+    if previous is not None and now <= previous:
+        return previous + timedelta(microseconds=1)
+    return now
+
+
 def _loss_for(snapshot: LeaseSnapshot | None) -> LossReason:
     if snapshot is None:
         return LossReason.LEASE_DELETED
@@ -294,6 +306,7 @@ class LeaderElector:
         self._release_on_cancel = bool(release_on_cancel)
         self._watch = bool(watch)
         self._metrics: MetricsSink = metrics if metrics is not None else NoopMetrics()
+        self._metrics.leading_changed(lock.lease, False)  # a follower reports 0 from the start
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
         self._busy = False
@@ -464,18 +477,25 @@ class LeaderElector:
             if self._following is None:
                 await stack.enter_async_context(self)  # one watch for every term
             tasks = await stack.enter_async_context(BackgroundTasks())
+
+            def enqueue(leader: str | None) -> None:
+                # Changes seen after the announcer stopped (during a release on the way out of
+                # a cancelled run) are dropped, never raised into the elector.
+                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    send.send_nowait(leader)
+
             if on_new_leader is not None:
                 if self.leader is not None:
-                    send.send_nowait(self.leader)  # the holder already seen
+                    enqueue(self.leader)  # the holder already seen
                 tasks.start_soon(announce)
-                self._leader_listeners.append(send.send_nowait)
+                self._leader_listeners.append(enqueue)
             else:
                 drained.set()
             try:
                 await self._run_terms(on_started_leading, on_stopped_leading, once)
             finally:
                 if on_new_leader is not None:
-                    self._leader_listeners.remove(send.send_nowait)
+                    self._leader_listeners.remove(enqueue)
                 send.close()
             await drained.wait()  # deliver the last changes before returning
 
@@ -508,7 +528,8 @@ class LeaderElector:
                 assert view is not None
                 if last[0] != view.holder:
                     last[0] = view.holder
-                    send.send_nowait(view.holder)
+                    with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        send.send_nowait(view.holder)
 
             send.send_nowait(view.holder)
             stack.callback(view.add_listener(changed))
@@ -668,7 +689,7 @@ class LeaderElector:
                 record = self._record(
                     transitions=term.token.transitions,
                     acquired=term.acquired_at,
-                    renewed=self._clock.utcnow(),
+                    renewed=_later_than(self._clock.utcnow(), term._snapshot.record.renew_time),
                 )
                 try:
                     written = await self._lock.update(

@@ -1,8 +1,10 @@
 """What a candidate knows of the Lease, kept current by one watch instead of polling.
 
-``LeaseView`` holds the latest snapshot and the local monotonic time at which its record last
-*changed*: expiry is judged from that time plus the record's ``leaseDurationSeconds`` (client-go's
-rule), never from the holder's ``renewTime``. ``follow()`` feeds it: one GET, then a watch on
+``LeaseView`` holds the latest snapshot and the local monotonic time at which the Lease last
+*changed*, i.e. a new resourceVersion was seen: expiry is judged from that time plus the record's
+``leaseDurationSeconds`` (client-go's rule), never from the holder's ``renewTime``. Any new
+version counts, not only a changed record: a renewal whose ``renewTime`` equals the previous one
+(a holder whose wall clock stands still) is still a write, and a sign of life. ``follow()`` feeds it: one GET, then a watch on
 this single Lease resumed from the last resourceVersion. It falls back to polling (GET every
 jittered ``retry_period``) while the watch is failing, and for good when RBAC forbids watching.
 """
@@ -51,7 +53,7 @@ def _is_older(candidate: str, current: str) -> bool:
 
 
 class LeaseView:
-    """The latest known state of one Lease, and when its record last changed."""
+    """The latest known state of one Lease, and when it last changed."""
 
     def __init__(self) -> None:
         self.known = False
@@ -59,7 +61,7 @@ class LeaseView:
         self.snapshot: LeaseSnapshot | None = None
         """The newest snapshot seen; ``None`` while the Lease does not exist."""
         self.changed_at = -math.inf
-        """Monotonic time at which the record last changed, as observed here."""
+        """Monotonic time at which a new version of the Lease was last seen here."""
         self.version = 0
         """Counts accepted observations; lets a waiter ask for anything newer."""
         self._changed = anyio.Event()
@@ -92,8 +94,8 @@ class LeaseView:
             and _is_older(snapshot.resource_version, current.resource_version)
         ):
             return False
-        before = current.record if current is not None else None
-        after = snapshot.record if snapshot is not None else None
+        before = current.resource_version if current is not None else None
+        after = snapshot.resource_version if snapshot is not None else None
         if not self.known or before != after:
             self.changed_at = at
             if snapshot is not None and snapshot.record.problems:

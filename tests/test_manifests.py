@@ -1,4 +1,4 @@
-"""The Kubernetes example (``examples/kubernetes/``) is valid, least-privilege, and works.
+"""The Kubernetes example (``examples/deploy/``) is valid, least-privilege, and works.
 
 Three levels, from always-on to where-available:
 
@@ -41,7 +41,7 @@ from leaderelect._cli import _parser
 from leaderelect.testing import LeaseApiServer, Rule
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "examples" / "kubernetes"
+EXAMPLE = ROOT / "examples" / "deploy"
 MANIFESTS = sorted(EXAMPLE.glob("*.yaml"))
 KUBECTL = shutil.which("kubectl")
 NAMESPACE = "leaderelect-demo"

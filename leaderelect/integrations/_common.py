@@ -169,13 +169,17 @@ class BackgroundElection:
 
     @property
     def leadership(self) -> Leadership | None:
-        """The current term while it is valid (see ``Leadership.is_valid``), else ``None``."""
+        """The current term while it is valid (see ``Leadership.is_valid``), else ``None``.
+
+        Read it on the event loop's thread (in FastAPI, from ``async def`` endpoints and
+        dependencies): the term's validity is judged by the loop's clock.
+        """
         term = self._leadership
         return term if term is not None and term.is_valid else None
 
     @property
     def status(self) -> ElectionStatus:
-        """A snapshot of the election's state."""
+        """A snapshot of the election's state; read it on the event loop's thread."""
         term = self.leadership
         error = self._error
         return ElectionStatus(
@@ -251,10 +255,7 @@ class BackgroundElection:
                 await self._elector.run(self._lead)
         except Exception as exc:  # a worker failed (cancellation passes through)
             self._error = exc
-            logger.exception(
-                "leader election for lease %s stopped: leader-only work failed",
-                self._elector.lease,
-            )
+            logger.exception("leader election for lease %s stopped", self._elector.lease)
         finally:
             self._running = False
             self._notify()

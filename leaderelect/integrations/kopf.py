@@ -159,10 +159,10 @@ async def run_operator(
     kopf and campaign again. Only one replica runs kopf at a time, and the lease is released
     only after kopf has stopped.
 
-    Returns, after releasing the lease, on SIGINT or SIGTERM (kopf handles them while it
-    runs; this function handles them the rest of the time, when it runs in the main thread,
-    and restores the previous handlers when it returns), or when kopf stops by itself.
-    Exceptions from kopf propagate, also after the release.
+    Returns, after releasing the lease, on SIGINT or SIGTERM, or when kopf stops by itself.
+    In the main thread, ``operator()`` handles the signals while kopf runs (they stop kopf)
+    and this function the rest of the time (they stop the campaign); the previous handlers
+    are restored when it returns. Exceptions from kopf propagate, also after the release.
 
     Args:
         elector: the elector to campaign with.

@@ -44,6 +44,7 @@ import anyio
 import kubernetes_asyncio.client
 from aiohttp import web
 
+from .._clock import Clock
 from .._config import Timings
 from .._elector import LeaderElector, Leadership
 from .._errors import LeadershipLost
@@ -94,6 +95,7 @@ __all__ = [
     "random_schedule",
     "run_schedule",
     "run_schedules",
+    "play_faults",
     "skewed_event_loop",
     "suspend_loop",
 ]
@@ -431,6 +433,7 @@ class ChaosCandidate:
         seed: seeds the elector's jitter.
         work: the leader's work, called with the ``Leadership`` of each term, recorded in
             ``log`` until it returns or is cancelled (default: work until stopped).
+        clock: the elector's ``Clock`` (overrides ``clock_rate``).
     """
 
     def __init__(
@@ -448,6 +451,7 @@ class ChaosCandidate:
         watch: bool = True,
         seed: int | None = None,
         work: Callable[[Leadership], Awaitable[None]] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.server = server
         self.name = name
@@ -463,6 +467,7 @@ class ChaosCandidate:
         self.killed = False
         self._seed = seed
         self._work = work
+        self._clock = clock
         self._listeners: list[Callable[[], None]] = []
         self.leaderships: list[Leadership] = []
         self._thread = _LoopThread(name, loop_rate) if (own_loop or loop_rate != 1.0) else None
@@ -493,14 +498,19 @@ class ChaosCandidate:
     async def _main(self) -> None:
         self._stop = anyio.Event()
         self._scope = anyio.CancelScope()
-        if self._stopping:
-            self._scope.cancel() if self.killed else self._stop.set()
+        if self.killed:
+            self._scope.cancel()
+        elif self._stopping:
+            self._stop.set()
         configuration = kubernetes_asyncio.client.Configuration(
             host=f"{self.server.url}/_token/{self.server.token(self.name)}"
         )
         api_client = kubernetes_asyncio.client.ApiClient(configuration)
         try:
             lock = LeaseLock(api_client, self.lease, self.namespace)
+            clock = self._clock
+            if clock is None and self.clock_rate != 1.0:
+                clock = SkewedClock(self.clock_rate)
             elector = LeaderElector(
                 lock,
                 identity=self.name,
@@ -508,7 +518,8 @@ class ChaosCandidate:
                 renew_deadline=self.timings.renew_deadline,
                 retry_period=self.timings.retry_period,
                 watch=self.watch,
-                clock=SkewedClock(self.clock_rate) if self.clock_rate != 1.0 else None,
+                clock=self._clock
+                or (SkewedClock(self.clock_rate) if self.clock_rate != 1.0 else None),
                 rng=random.Random(self._seed),
             )
             with self._scope:
@@ -553,8 +564,13 @@ class ChaosCandidate:
         if self._work is None:
             await stop.wait()
             return
+        work = self._work
+
+        async def run_work() -> None:
+            await work(leadership)
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._work, leadership)
+            tg.start_soon(run_work)
             await stop.wait()
             tg.cancel_scope.cancel()
 
@@ -886,9 +902,34 @@ def random_schedule(
                 continue
             seconds = round(rng.uniform(0.02, stall_budget), 3)
             events.append(LoopStall(start, threaded, seconds))
+    if not any(_ends_a_term(e) for e in events):
+        # Every schedule ends at least one term: a takeover is what the checks are about.
+        start = round(rng.uniform(0.2, fault_span - 0.1), 3)
+        end = round(start + timings.renew_deadline + rng.uniform(0.1, 0.4), 3)
+        choice = rng.choice(["kill", "stop", "partition", "deny"])
+        if choice in ("kill", "stop") and retired < count - 2:
+            events.append(Kill(start, LEADER) if choice == "kill" else Stop(start, LEADER))
+        elif choice == "deny":
+            events.append(FaultWindow(start, end, deny_writes(LEADER)))
+        else:
+            events.append(FaultWindow(start, end, Hang(user=LEADER), cut=True))
     last = max([0.3, *(_event_end(e) for e in events)])
     duration = round(last + liveness_bound(timings) + 0.3, 3)
     return Schedule(seed, tuple(specs), tuple(events), duration, timings)
+
+
+def _ends_a_term(event: Event) -> bool:
+    """True for an event sure to end the leader's term, whoever leads when it happens."""
+    if isinstance(event, (Kill, Stop)):
+        return event.candidate == LEADER
+    if isinstance(event, FaultWindow) and event.fault.user == LEADER:
+        fault = event.fault
+        long_enough = event.end - event.start > CHAOS_TIMINGS.renew_deadline
+        writes_fail = isinstance(fault, Hang) or (
+            isinstance(fault, ErrorResponse) and fault.verb in (None, "update")
+        )
+        return long_enough and writes_fail and fault.verb != "get"
+    return False
 
 
 def _event_end(event: Event) -> float:
@@ -912,7 +953,6 @@ class ScheduleResult:
         schedule: what ran.
         report: the checks' figures.
         fault_hits: requests each server fault kind acted on.
-        candidate_errors: unexpected exceptions in candidates (always empty when it passed).
         wall_time: seconds it took.
     """
 
@@ -1066,6 +1106,45 @@ async def run_schedule(
     return ScheduleResult(schedule, report, hits, time.monotonic() - started)
 
 
+ServerEvent = FaultWindow | CutWatches | StallWatches
+
+
+async def play_faults(
+    server: ChaosApiServer,
+    events: Iterable[ServerEvent],
+    *,
+    lease: str = "default/chaos",
+) -> list[tuple[FaultWindow, FaultHandle]]:
+    """Play timed server faults against ``server``; returns when the last has ended.
+
+    Times are seconds from the call. Run it next to the code under test, in the same task
+    group. A :data:`LEADER` target is resolved to the holder of ``lease`` when the event
+    happens.
+
+    Returns:
+        every fault applied (with :data:`LEADER` resolved) and its handle, for hit counts.
+    """
+    namespace, _, name = lease.partition("/")
+    applied: list[tuple[FaultWindow, FaultHandle]] = []
+    timeline: list[tuple[float, int, Callable[[], None]]] = []
+
+    def at(moment: float, action: Callable[[], None]) -> None:
+        timeline.append((moment, len(timeline), action))
+
+    def leader() -> str | None:
+        stored = server.lease(namespace, name)
+        holder = ((stored or {}).get("spec") or {}).get("holderIdentity")
+        return holder if isinstance(holder, str) and holder else None
+
+    for event in events:
+        _plan(event, at, server, {}, applied, leader)
+    started = time.monotonic()
+    for moment, _, action in sorted(timeline):
+        await anyio.sleep(max(0.0, started + moment - time.monotonic()))
+        action()
+    return applied
+
+
 def _kind(window: FaultWindow) -> str:
     fault = window.fault
     if isinstance(fault, ErrorResponse):
@@ -1095,6 +1174,8 @@ def _plan(
         if name != LEADER:
             return name
         holder = leader()
+        if not candidates:
+            return holder
         alive = holder in candidates and not candidates[holder].killed
         return holder if alive else None
 
@@ -1284,7 +1365,9 @@ async def run_schedules(
     pending = iter(schedules)
     lock = anyio.Lock()
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
+        # Staggered: candidates starting together would load the CPU all at once.
+        await anyio.sleep(index * 0.1)
         while True:
             async with lock:
                 schedule = next(pending, None)
@@ -1306,8 +1389,8 @@ async def run_schedules(
     async with anyio.create_task_group() as tg:
         tg.start_soon(monitor.run)
         async with anyio.create_task_group() as workers:
-            for _ in range(concurrency):
-                workers.start_soon(worker)
+            for index in range(concurrency):
+                workers.start_soon(worker, index)
         tg.cancel_scope.cancel()
     summary.wall_time = time.monotonic() - started
     summary.worst_loop_lag = max(summary.worst_loop_lag, monitor.worst)

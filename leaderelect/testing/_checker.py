@@ -352,8 +352,9 @@ def check_lease_history(
        nothing or a delete);
     2. when it changed the holder from one candidate to another, the previous holder's claim
        had run out on the server's clock: at least ``leaseDurationSeconds / rate_tolerance``
-       had passed since the previous holder's last write (a free lease may be taken at once,
-       and a holder may hand its own lease over).
+       had passed since the last write that changed the record (followers restart their
+       clock only then; a write of metadata alone does not count). A free lease may be taken
+       at once.
 
     Args:
         writes: the write history (``LeaseApiServer.writes``); other Leases are skipped.
@@ -374,6 +375,7 @@ def check_lease_history(
     namespace, _, name = lease.partition("/")
     findings: list[str] = []
     previous: WriteRecord | None = None
+    record_changed_at: float | None = None  # the last write that changed the spec
     changes = 0
     for write in writes:
         if write.namespace != namespace or write.name != name:
@@ -389,15 +391,17 @@ def check_lease_history(
         before, after = write.holder_before or "", write.holder_after or ""
         if after and after != before:
             changes += 1
-            if before and previous is not None:
+            if before and record_changed_at is not None:
                 claim = _duration(write.lease_before, fallback_duration) / rate_tolerance
-                held_for = write.time - previous.time
+                held_for = write.time - record_changed_at
                 if held_for < claim:
                     findings.append(
                         f"{after!r} took the lease from {before!r} at {write.time:.3f}, "
-                        f"{held_for:.3f}s after its last write: its claim of {claim:.3f}s "
-                        "had not run out"
+                        f"{held_for:.3f}s after its record last changed: its claim of "
+                        f"{claim:.3f}s had not run out"
                     )
+        if _spec(write.lease_before) != _spec(write.lease_after):
+            record_changed_at = write.time
         previous = write
     if findings:
         raise ElectionViolation(findings, context)

@@ -302,3 +302,25 @@ async def test_cancellation_from_outside_releases_and_propagates(
                 spec = (await fleet.lease())["spec"]
                 assert spec["holderIdentity"] == ""
                 assert spec["leaseTransitions"] == attempt
+
+
+async def test_run_with_callbacks_cancelled_from_outside_still_releases(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    seen: list[str | None] = []
+
+    async def new_leader(identity: str | None) -> None:
+        seen.append(identity)
+
+    async def work(leadership: Leadership) -> None:
+        outer.cancel()
+        await anyio.sleep_forever()
+
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            elector = await fleet.elector("cancelled-runner")
+            with anyio.CancelScope() as outer:
+                await elector.run(work, on_new_leader=new_leader)
+            assert outer.cancelled_caught
+            assert (await fleet.lease())["spec"]["holderIdentity"] == ""
+    assert seen[:1] == ["cancelled-runner"]

@@ -183,7 +183,8 @@ async def test_metrics_follow_a_term_from_acquisition_to_loss(
             server.faults.add(ErrorResponse(user="measured", verb="update", status=503))
             await leader.done.wait()
     kinds = [kind for kind, _ in metrics.events]
-    assert metrics.events[:2] == [("acquired", 0), ("leading", True)]
+    # Like client-go, a new elector reports "not leading" before anything else.
+    assert metrics.events[:3] == [("leading", False), ("acquired", 0), ("leading", True)]
     assert "renewed" in kinds
     assert ("renew_failed", "ApiUnavailable") in metrics.events
     assert metrics.events[-2:] == [("lost", LossReason.RENEW_DEADLINE), ("leading", False)]

@@ -39,4 +39,5 @@ async def main(url: str, name: str, lease: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, *sys.argv[1:4])
+    url, name, lease = sys.argv[1:4]
+    anyio.run(main, url, name, lease)

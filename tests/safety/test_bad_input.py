@@ -194,6 +194,7 @@ class Scene:
         self.log = log
         self.leader: ChaosCandidate
         self.victim: ChaosCandidate
+        self.watching = server.faults.add(Latency(user="victim", verb="watch", seconds=0))
 
     def victim_writes(self) -> list[Any]:
         return [w for w in self.server.writes if w.user == "victim"]
@@ -242,18 +243,20 @@ async def test_a_malformed_lease_is_logged_and_never_displaces_the_holder(
         await handle.wait_hits(1)
         moments[name] = anyio.current_time()
 
-    async with scene(
-        reads,
-        writes,
-        RawResponse(user="victim", verb="get", body=_body(lease)),
-        RawResponse(user="victim", verb="watch", body=_event(lease)),
-    ) as run:
-        async with anyio.create_task_group() as tg:
-            for name, fault in (("read", reads), ("write", writes)):
-                handle = next(h for h in run.server.faults.active if h.fault is fault)
-                tg.start_soon(first, name, handle)
-            await anyio.sleep(1.5 * LD)  # long enough for the victim to act on what it read
-            tg.cancel_scope.cancel()
+    async with (
+        scene(
+            reads,
+            writes,
+            RawResponse(user="victim", verb="get", body=_body(lease)),
+            RawResponse(user="victim", verb="watch", body=_event(lease)),
+        ) as run,
+        anyio.create_task_group() as tg,
+    ):
+        for name, fault in (("read", reads), ("write", writes)):
+            handle = next(h for h in run.server.faults.active if h.fault is fault)
+            tg.start_soon(first, name, handle)
+        await anyio.sleep(1.4 * LD)  # long enough for the victim to act on what it read
+        tg.cancel_scope.cancel()
     assert _found(caplog, logged), f"no log line with {logged!r}"
     assert "read" in moments
     assert run.victim.error is None and run.leader.error is None  # nothing crashed
@@ -280,7 +283,7 @@ async def test_a_huge_lease_duration_makes_a_follower_wait_not_crash(
         RawResponse(user="victim", verb="get", body=_body(lease)),
         RawResponse(user="victim", verb="watch", body=_event(lease)),
     ) as run:
-        await anyio.sleep(1.5 * LD)
+        await anyio.sleep(1.25 * LD)
         updates = run.server.requests.count(verb="update", user="victim")
     assert (updates > 0) is expect_write
     assert run.victim.error is None and run.leader.losses == []
@@ -324,7 +327,7 @@ async def test_a_broken_body_is_logged_and_retried(
     )
     watch = RawResponse(user="victim", verb="watch", body=b"")
     async with scene(fault, watch) as run:
-        await anyio.sleep(1.0)
+        await anyio.sleep(0.8)
     assert _found(caplog, logged), f"no log line with {logged!r}"
     assert run.victim.error is None and run.victim.terms == 0 and not run.victim_writes()
     assert run.leader.losses == []
@@ -397,7 +400,7 @@ async def test_an_api_error_is_logged_and_never_yields_two_leaders_or_a_clobbere
     renewals = dataclasses.replace(fault, user="leader", verb="update")
     reads = dataclasses.replace(fault, user="victim", verb=("get", "watch"))
     async with scene() as run:
-        await anyio.sleep(0.3)  # the victim is following
+        await run.watching.wait_hits(1)  # the victim is following
         handles = [run.server.faults.add(renewals), run.server.faults.add(reads)]
         run.server.faults.cut_watches(user="victim")
         await anyio.sleep(0.4)

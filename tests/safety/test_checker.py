@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 from typing import Any
@@ -40,10 +41,11 @@ def write(  # the durations are those of both the lease before and after
     duration: Any = 1,
     name: str = "lease",
 ) -> WriteRecord:
-    def lease(holder: str | None) -> dict[str, Any] | None:
+    def lease(holder: str | None, renewed: str) -> dict[str, Any] | None:
         if holder is None:
             return None
-        return {"spec": {"holderIdentity": holder, "leaseDurationSeconds": duration}}
+        spec = {"holderIdentity": holder, "leaseDurationSeconds": duration, "renewTime": renewed}
+        return {"spec": spec}
 
     return WriteRecord(
         time=time,
@@ -56,8 +58,8 @@ def write(  # the durations are those of both the lease before and after
         resource_version_after=rv[1],
         holder_before=before,
         holder_after=after,
-        lease_before=lease(before) if rv[0] is not None else None,
-        lease_after=lease(after),
+        lease_before=lease(before, "earlier") if rv[0] is not None else None,
+        lease_after=lease(after, f"{time}"),
     )
 
 
@@ -163,6 +165,18 @@ class TestLeaseHistory:
             write(9.2, "b", "a", "b", (2, 3), duration=10),
         ]
         check_lease_history(writes, lease="default/lease", fallback_duration=1, rate_tolerance=1.1)
+
+    def test_a_write_of_metadata_alone_does_not_restart_the_claim(self) -> None:
+        label = write(0.5, "admin", "a", "a", (3, 4))
+        label = dataclasses.replace(label, lease_after=label.lease_before)
+        writes = [
+            write(0.0, "a", None, "a", (None, 2), verb="create"),
+            write(0.2, "a", "a", "a", (2, 3)),
+            label,
+            write(1.3, "b", "a", "b", (4, 5)),  # 1.1 s after a's renewal: fine
+        ]
+        # (Counted from the label's write, b would have come 0.2 s early.)
+        assert check_lease_history(writes, lease="default/lease", fallback_duration=1) == 2
 
     def test_a_malformed_duration_falls_back_to_ours(self) -> None:
         writes = [

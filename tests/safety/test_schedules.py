@@ -27,9 +27,12 @@ import anyio
 import pytest
 
 from leaderelect.testing._chaos import (
+    Kill,
+    LoopStall,
     Schedule,
     ScheduleResult,
     SoakSummary,
+    Stop,
     random_schedule,
     run_schedules,
 )
@@ -82,7 +85,7 @@ def test_schedules_stay_within_what_the_design_promises() -> None:
         schedule = random_schedule(seed)
         timings = schedule.timings
         rates = [r for c in schedule.candidates for r in (c.clock_rate, c.loop_rate)]
-        stalls = [e.seconds for e in schedule.events if type(e).__name__ == "LoopStall"]
+        stalls = [e.seconds for e in schedule.events if isinstance(e, LoopStall)]
         worst_stall = max(stalls, default=0.0)
         # The leader's deadline on the slowest clock, plus the longest stall, ends before the
         # lease runs out on the fastest clock, with 0.1 s to spare.
@@ -90,7 +93,7 @@ def test_schedules_stay_within_what_the_design_promises() -> None:
             timings.renew_deadline / min(rates) + worst_stall
         )
         assert slack >= 0.1 - 1e-9, schedule.describe()
-        retired = [e for e in schedule.events if type(e).__name__ in ("Kill", "Stop")]
+        retired = [e for e in schedule.events if isinstance(e, (Kill, Stop))]
         assert len(schedule.candidates) - len(retired) >= 2, schedule.describe()
 
 
@@ -101,9 +104,17 @@ def _soak_slice(base: int, count: int, step: int, offset: int) -> SoakSummary:
     """One process's share of the soak: seeds base+offset, base+offset+step, ..."""
     seeds = range(base + offset, base + count, step)
 
+    done = 0
+    started = time.monotonic()
+
     def progress(result: ScheduleResult | ElectionViolation, schedule: Schedule) -> None:
+        nonlocal done
+        done += 1
         if isinstance(result, ElectionViolation):
             sys.stderr.write(f"\nFAILED seed {schedule.seed}\n{result}\n")
+        if done % 500 == 0:
+            elapsed = time.monotonic() - started
+            sys.stderr.write(f"soak process {offset}: {done} schedules in {elapsed:.0f}s\n")
 
     async def main() -> SoakSummary:
         return await run_schedules(

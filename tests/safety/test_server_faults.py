@@ -14,8 +14,10 @@ from leaderelect.testing import ErrorResponse, Hang
 from leaderelect.testing._chaos import (
     CandidateSpec,
     ChaosApiServer,
+    CutWatches,
     FaultWindow,
     Schedule,
+    play_faults,
     run_schedule,
 )
 from leaderelect.testing._faults import ExpireWatch, RawResponse, StallWatch, deny_writes
@@ -211,11 +213,41 @@ async def test_a_fault_window_applies_only_within_its_window() -> None:
     )
     seen: list[ChaosApiServer] = []
     result = await run_schedule(schedule, on_log=lambda _, server: seen.append(server))
-    # Renewals run every 0.1 s: the window caught one or two, and the leader kept its lease
+    # Renewals run every 0.1 s: the window caught a few, and the leader kept its lease
     # (0.15 s of failures is well within its renew deadline).
-    assert 1 <= result.fault_hits["ErrorResponse 500"] <= 3
+    assert 1 <= result.fault_hits["ErrorResponse 500"] <= 5
     assert (
         seen[0].requests.count(verb="update", user="c0", code=500)
         == (result.fault_hits["ErrorResponse 500"])
     )
     assert result.report.handovers == 1  # the creation only: c0 led throughout
+
+
+async def test_play_faults_opens_and_closes_windows_on_time(
+    server: ChaosApiServer, http: aiohttp.ClientSession
+) -> None:
+    await _create(server, http)
+    path = server.url + LEASES + "/lease"
+    seen: list[tuple[float, int]] = []
+
+    async def probe() -> None:
+        started = anyio.current_time()
+        while anyio.current_time() - started < 0.7:
+            sent = anyio.current_time() - started
+            async with http.get(path, headers=_auth(server, "alice")) as r:
+                seen.append((sent, r.status))
+            await anyio.sleep(0.02)
+
+    windows: list[FaultWindow | CutWatches] = [
+        FaultWindow(0.2, 0.4, ErrorResponse(user="alice", status=503)),
+        CutWatches(0.1),
+    ]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe)
+        applied = await play_faults(server, windows)
+    ((_, handle),) = applied
+    assert handle.hits >= 3 and not handle.active
+    # Sent well before, inside and after the window (0.05 s either side for scheduling).
+    assert {status for at, status in seen if at < 0.15} == {200}
+    assert {status for at, status in seen if 0.25 < at < 0.35} == {503}
+    assert {status for at, status in seen if at > 0.5} == {200}

@@ -32,11 +32,13 @@ def test_expiry_counts_from_local_observation_not_from_renew_time() -> None:
     assert view.expires_at(fallback_duration=15) == 110.0
 
 
-def test_unchanged_record_does_not_reset_the_timer() -> None:
+def test_any_new_version_resets_the_timer_but_rereading_one_does_not() -> None:
     view = LeaseView()
     view.update(snapshot(5), at=100.0)
-    view.update(snapshot(6), at=104.0)  # only metadata moved (same record)
+    view.update(snapshot(5), at=103.0)  # the same version, read again
     assert view.changed_at == 100.0
+    view.update(snapshot(6), at=104.0)  # a renewal that wrote an identical record
+    assert view.changed_at == 104.0
     view.update(snapshot(7, renew_time=LONG_AGO + timedelta(seconds=1)), at=105.0)
     assert view.changed_at == 105.0
 
