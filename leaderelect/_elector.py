@@ -796,6 +796,7 @@ class _Leading:
         self._entered = False
         self._background: BackgroundTasks | None = None
         self._term: Leadership | None = None
+        self._view: LeaseView | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._remove_leader: Callable[[], None] | None = None
         self.led = False
@@ -839,6 +840,8 @@ class _Leading:
                 lambda snapshot: None if term._owns(snapshot) else term._lose(_loss_for(snapshot))
             )
             task_group.start_soon(elector._keep, term, view)
+            view.leading = True
+            self._view = view
             scope.__enter__()
         except BaseException:
             if remove_leader is not None:
@@ -871,6 +874,8 @@ class _Leading:
         elector._term = None
         if loss is None:
             elector._metrics.leading_changed(elector.lease, False)
+        if self._view is not None:
+            self._view.leading = False
         # 2. Stop renewing and watching, and wait for both. When we are leaving because of a
         # cancellation from outside, the wait ends by re-raising it: hold it until released.
         pending: BaseException | None = None

@@ -1,12 +1,13 @@
 """What a candidate knows of the Lease, kept current by one watch instead of polling.
 
 ``LeaseView`` holds the latest snapshot and the local monotonic time at which the Lease last
-*changed*, i.e. a new resourceVersion was seen: expiry is judged from that time plus the record's
-``leaseDurationSeconds`` (client-go's rule), never from the holder's ``renewTime``. Any new
-version counts, not only a changed record: a renewal whose ``renewTime`` equals the previous one
-(a holder whose wall clock stands still) is still a write, and a sign of life. ``follow()`` feeds it: one GET, then a watch on
-this single Lease resumed from the last resourceVersion. It falls back to polling (GET every
-jittered ``retry_period``) while the watch is failing, and for good when RBAC forbids watching.
+*changed*, i.e. a new resourceVersion was seen: expiry is judged from that time plus the
+record's ``leaseDurationSeconds`` (client-go's rule), never from the holder's ``renewTime``.
+Any new version counts, not only a changed record: every write by the holder is a sign of life.
+
+``follow()`` feeds it: one GET, then a watch on this single Lease resumed from the last
+resourceVersion. It falls back to polling (GET every jittered ``retry_period``) while the watch
+is failing, and for good when RBAC forbids watching.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class LeaseView:
         """Monotonic time at which a new version of the Lease was last seen here."""
         self.version = 0
         """Counts accepted observations; lets a waiter ask for anything newer."""
+        self.leading = False
+        """Set while this candidate leads: its own writes keep the view current, so a
+        polling follower stops reading (a watch costs nothing and stays open)."""
         self._changed = anyio.Event()
         self._listeners: list[Listener] = []
 
@@ -172,7 +176,8 @@ async def follow(
         """GET now and then every jittered retry_period, for ``seconds``."""
         until = clock.monotonic() + seconds
         while True:
-            await read()
+            if not view.leading:
+                await read()
             pause = jittered(timings.retry_period, rng)
             if clock.monotonic() + pause >= until:
                 await anyio.sleep(max(0.0, until - clock.monotonic()))

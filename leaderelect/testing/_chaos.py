@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 import math
@@ -184,18 +183,23 @@ class ChaosApiServer(LeaseApiServer):
     async def _inflict(
         self, fault: Fault, request: web.Request, info: RequestInfo
     ) -> web.StreamResponse:
-        if isinstance(fault, RawResponse):
-            return await self._raw(fault, request, info)
-        if isinstance(fault, ExpireWatch):
-            return await self._expire(request, info)
-        if isinstance(fault, StallWatch):
-            return await self._stall(fault, request, info)
-        if isinstance(fault, Hang):
-            await self._hold(fault)
-            if request.transport is not None:
-                request.transport.abort()
-            return web.Response(status=500)
-        return await super()._inflict(fault, request, info)
+        try:
+            if isinstance(fault, RawResponse):
+                return await self._raw(fault, request, info)
+            if isinstance(fault, ExpireWatch):
+                return await self._expire(request, info)
+            if isinstance(fault, StallWatch):
+                return await self._stall(fault, request, info)
+            if isinstance(fault, Hang):
+                await self._hold(fault)
+        except ConnectionError:
+            pass  # the client went away meanwhile (a cut or abandoned stream): nobody to answer
+        else:
+            if not isinstance(fault, Hang):
+                return await super()._inflict(fault, request, info)
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=500)
 
     async def _hold(self, fault: Fault, seconds: float | None = None) -> None:
         _, event = self._held.setdefault(id(fault), (fault, asyncio.Event()))
@@ -254,9 +258,8 @@ class ChaosApiServer(LeaseApiServer):
     ) -> web.StreamResponse:
         response = await self._stream_start(request)
         self.requests.record_answer(info, 200)
-        with contextlib.suppress(ConnectionError):
-            await self._hold(fault, fault.seconds)
-            await response.write_eof()
+        await self._hold(fault, fault.seconds)
+        await response.write_eof()
         return response
 
 

@@ -352,9 +352,9 @@ def check_lease_history(
        nothing or a delete);
     2. when it changed the holder from one candidate to another, the previous holder's claim
        had run out on the server's clock: at least ``leaseDurationSeconds / rate_tolerance``
-       had passed since the last write that changed the record (followers restart their
-       clock only then; a write of metadata alone does not count). A free lease may be taken
-       at once.
+       had passed since the last write that changed the record. Every compliant follower
+       restarts its clock at least then (client-go's only then; ours on any new version), so
+       this is the bound that holds for a mixed fleet too. A free lease may be taken at once.
 
     Args:
         writes: the write history (``LeaseApiServer.writes``); other Leases are skipped.

@@ -267,3 +267,19 @@ async def test_run_shares_one_watch_across_terms(kube: KubeTarget, lease_name: s
             await elector.run(work)
     assert terms == [0, 1, 2]
     assert server.requests.count(verb="watch", user="rerunner") == 1
+
+
+async def test_polling_leader_does_not_read_while_it_leads(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    server = kube.server
+    assert server is not None
+    with anyio.fail_after(15):
+        async with open_fleet(kube, lease_name) as fleet:
+            leader = await fleet.start("poller", watch=False)
+            await leader.led.wait()
+            server.requests.reset()
+            await anyio.sleep(10 * FAST["retry_period"])  # a window of steady state, measured
+            assert server.requests.count(verb="get", user="poller") == 0
+            assert server.requests.count(verb="watch", user="poller") == 0
+            assert server.requests.count(verb="update", user="poller") >= 8

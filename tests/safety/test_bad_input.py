@@ -139,6 +139,19 @@ MALFORMED: list[Any] = [
     ),
     ("transitions negative", _lease(leaseTransitions=-1), "not a non-negative integer: -1"),
     ("transitions a string", _lease(leaseTransitions="x"), "not a non-negative integer: 'x'"),
+    # Absent optional fields are legal: nothing to warn about, and nothing done wrong.
+    ("holder missing", _lease(holderIdentity=_MISSING), None),  # a free lease
+    ("holder null", _lease(holderIdentity=None), None),
+    ("acquireTime missing", _lease(acquireTime=_MISSING), None),
+    ("renewTime null", _lease(renewTime=None), None),
+    ("transitions missing", _lease(leaseTransitions=_MISSING), None),
+    ("transitions null", _lease(leaseTransitions=None), None),
+    ("transitions beyond int32", _lease(leaseTransitions=2**40), None),
+    (
+        "unknown strategy",
+        _lease(strategy="NewestEmulationVersion", preferredHolder="someone-else"),
+        None,
+    ),
     # Unusable as a Lease at all: the read fails and is retried.
     ("uid missing", {**_lease(), "metadata": {"resourceVersion": "1"}}, "metadata.uid is missing"),
     (
@@ -154,6 +167,12 @@ MALFORMED: list[Any] = [
 
 # Records with problems but a holder: the follower must wait a lease duration before trying.
 HELD = {
+    "acquireTime missing",
+    "renewTime null",
+    "transitions missing",
+    "transitions null",
+    "transitions beyond int32",
+    "unknown strategy",
     "holder a number",
     "holder an object",
     "duration missing",
@@ -232,7 +251,7 @@ def _found(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
     ("lease", "logged"), [pytest.param(m[1], m[2], id=m[0]) for m in MALFORMED]
 )
 async def test_a_malformed_lease_is_logged_and_never_displaces_the_holder(
-    lease: Any, logged: str, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+    lease: Any, logged: str | None, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
 ) -> None:
     caplog.set_level(logging.WARNING, logger="leaderelect")
     reads = Latency(user="victim", verb="get", seconds=0)  # only to time the requests
@@ -257,7 +276,10 @@ async def test_a_malformed_lease_is_logged_and_never_displaces_the_holder(
             tg.start_soon(first, name, handle)
         await anyio.sleep(1.4 * LD)  # long enough for the victim to act on what it read
         tg.cancel_scope.cancel()
-    assert _found(caplog, logged), f"no log line with {logged!r}"
+    if logged is not None:
+        assert _found(caplog, logged), f"no log line with {logged!r}"
+    else:
+        assert not _found(caplog, "malformed"), "a legal Lease was called malformed"
     assert "read" in moments
     assert run.victim.error is None and run.leader.error is None  # nothing crashed
     assert run.victim.terms == 0 and not run.victim_writes()  # it never wrote the Lease

@@ -38,6 +38,7 @@ from leaderelect.testing._checker import (
     check_safety,
     liveness_bound,
 )
+from leaderelect.testing._faults import StallWatch
 
 LEASE = "default/chaos"
 MARGIN = CHAOS_TIMINGS.lease_duration - CHAOS_TIMINGS.renew_deadline
@@ -209,8 +210,8 @@ async def test_a_host_whose_clock_stopped_believes_it_leads_until_the_lease_says
     """A suspended host whose monotonic clock did not advance: the one pause it cannot see.
 
     It wakes believing no time has passed (its term still "valid", time left), so the write
-    it makes at once goes out: the fenced resource refuses it. The Lease then tells it (its
-    watch, or its next renewal answered 409) and the term ends with OTHER_HOLDER.
+    it makes at once goes out: the fenced resource refuses it. Its next renewal is answered
+    409, the read that follows shows the successor, and the term ends with OTHER_HOLDER.
     """
     suspend = CHAOS_TIMINGS.lease_duration + 0.5
     store = FencedStore()
@@ -233,14 +234,20 @@ async def test_a_host_whose_clock_stopped_believes_it_leads_until_the_lease_says
         c0 = run.start("c0", own_loop=True, work=stale_work)
         await run.wait_leading("c0")
         (c1,) = await run.start_following("c1", work=work)
+        # c0's watch goes silent (it looks healthy: no fallback to reading), so only its own
+        # next renewal can tell it about c1.
+        run.server.faults.add(StallWatch(user="c0"))
+        assert run.server.stall_watches(user="c0") == 1
         suspend_now.set()
         await run.wait_for(lambda: bool(c0.losses) and bool(c1.leaderships))
+        renewals_refused = run.server.requests.count(verb="update", user="c0", code=409)
     ((valid, left),) = after_wake
+    assert renewals_refused >= 1  # its next renewal was answered 409: that is how it learned
     assert valid and left > 0  # by its own clock, nothing happened
     assert c0.losses[0].reason is LossReason.OTHER_HOLDER
     old, new = c0.leaderships[0].token, c1.leaderships[0].token
     assert new > old
-    assert store.refused == [old]
+    assert store.refused and set(store.refused) == {old}  # every write until it learned
     c0_end = next(i.end for i in run.log.intervals if i.candidate == "c0")
     c1_start = next(i.start for i in run.log.intervals if i.candidate == "c1")
     assert c0_end is not None
