@@ -51,3 +51,18 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: handover latency, failover, API load; prints a table and writes JSON."""
     session.install("-e", ".")
     session.run("python", "benchmarks/election.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """At least 10,000 randomized fault schedules; prints schedules, faults, overlaps (0)."""
+    session.install("-e", ".[test]")
+    schedules = session.posargs[0] if session.posargs else "10000"
+    session.run(
+        "pytest",
+        "tests/safety/test_schedules.py::test_soak",
+        "-s",
+        "-p",
+        "no:cacheprovider",
+        env={"LEADERELECT_SOAK_SCHEDULES": schedules},
+    )

@@ -22,6 +22,15 @@ from ._auth import Rule as Rule
 from ._auth import User as User
 from ._auth import admin_user as admin_user
 from ._auth import standard_users as standard_users
+from ._checker import ElectionReport as ElectionReport
+from ._checker import ElectionViolation as ElectionViolation
+from ._checker import LeadershipLog as LeadershipLog
+from ._checker import WorkInterval as WorkInterval
+from ._checker import check_election as check_election
+from ._checker import check_lease_history as check_lease_history
+from ._checker import check_liveness as check_liveness
+from ._checker import check_safety as check_safety
+from ._checker import liveness_bound as liveness_bound
 from ._faults import DropConnection as DropConnection
 from ._faults import ErrorResponse as ErrorResponse
 from ._faults import Fault as Fault
@@ -42,19 +51,28 @@ __all__ = (
     "DEFAULT_NAMESPACES",
     "VERBS",
     "DropConnection",
+    "ElectionReport",
+    "ElectionViolation",
     "ErrorResponse",
     "Fault",
     "FaultHandle",
     "FaultInjector",
     "Hang",
     "Latency",
+    "LeadershipLog",
     "LeaseApiServer",
     "RequestCounter",
     "RequestInfo",
     "Rule",
     "User",
+    "WorkInterval",
     "WriteRecord",
     "admin_user",
+    "check_election",
+    "check_lease_history",
+    "check_liveness",
+    "check_safety",
+    "liveness_bound",
     "partition",
     "serve",
     "standard_users",

@@ -796,7 +796,8 @@ def random_schedule(
     Candidate ``c0`` starts first. Half of the targeted events target :data:`LEADER`, whoever
     holds the lease when the event happens. Everything drawn stays within what the design
     promises: loop stalls and clock-rate skew together keep
-    ``renew_deadline / slowest + stall`` at least 0.1 s below ``lease_duration / fastest``;
+    ``renew_deadline / slowest + stall`` at least 0.1 s below ``lease_duration / fastest``,
+    and stalls never overlap (they would add up);
     at least two candidates are never stopped or killed; after the last fault the election
     runs for the liveness bound and a little more.
 
@@ -852,6 +853,7 @@ def random_schedule(
         return round(start, 3), round(end, 3)
 
     events: list[Event] = []
+    stalls: list[tuple[float, float]] = []
     retired = 0
     for _ in range(rng.randint(*faults)):
         kind = rng.choices(
@@ -903,7 +905,12 @@ def random_schedule(
         elif kind == "loop-stall":
             if threaded is None or stall_budget < 0.02:
                 continue
-            seconds = round(rng.uniform(0.02, stall_budget), 3)
+            seconds = math.floor(rng.uniform(0.02, stall_budget) * 1000) / 1000
+            # Stalls queued on one loop run back to back: overlapping ones would add up to a
+            # longer stall than the budget. Keep them apart, with time for the loop to run.
+            if any(start < end + 0.05 and low < start + seconds + 0.05 for low, end in stalls):
+                continue
+            stalls.append((start, start + seconds))
             events.append(LoopStall(start, threaded, seconds))
     if not any(_ends_a_term(e) for e in events):
         # Every schedule ends at least one term: a takeover is what the checks are about.
