@@ -17,6 +17,7 @@ schedules over one process per CPU, with the totals printed at the end.
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import logging
 import multiprocessing
@@ -99,7 +100,7 @@ def test_schedules_stay_within_what_the_design_promises() -> None:
         ordered = sorted(
             (e for e in schedule.events if isinstance(e, LoopStall)), key=lambda e: e.at
         )
-        for before, after in zip(ordered, ordered[1:]):
+        for before, after in itertools.pairwise(ordered):
             assert after.at >= before.at + before.seconds + 0.05 - 1e-9, schedule.describe()
         retired = [e for e in schedule.events if isinstance(e, (Kill, Stop))]
         assert len(schedule.candidates) - len(retired) >= 2, schedule.describe()
