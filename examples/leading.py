@@ -113,6 +113,28 @@ async def serve(elector: LeaderElector) -> None:
 # --8<-- [end:shutdown]
 
 
+# --8<-- [start:lead-until-stopped]
+async def lead_until_stopped(elector: LeaderElector, stop: anyio.Event) -> None:
+    async def work(leadership: Leadership) -> None:
+        try:
+            while True:
+                await reconcile(leadership)
+        finally:
+            # On stop the work is cancelled while the lease is still held and renewed:
+            # clean-up that must finish as leader goes in a shielded scope.
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.1)  # e.g. flush, or wait for a child process to exit
+
+    async def term_ended(leadership: Leadership) -> None:
+        print(f"term {leadership.token.transitions} ended, released: {leadership.released}")
+
+    # Campaigns, works, campaigns again after a loss; set `stop` to end it all.
+    await elector.lead(work, stop=stop, on_term_end=term_ended)
+
+
+# --8<-- [end:lead-until-stopped]
+
+
 # --8<-- [start:bounded-campaign]
 async def lead_or_give_up(elector: LeaderElector) -> None:
     with anyio.fail_after(60) as campaign:  # TimeoutError if not leading within a minute
@@ -163,6 +185,13 @@ async def main() -> None:
                 with server.faults.add(partition("demo")):
                     await anyio.sleep(2 * 1.5)  # the renew deadline, then the bounded release
 
+            # Stop a leader: its work steps down, then the lease is released.
+            stop = anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lead_until_stopped, elector, stop)
+                await server.wait_for_lease("default", "patterns", _term(5))
+                stop.set()
+
             # Shut down with SIGTERM while leading: the lease is released on the way out.
             async with anyio.create_task_group() as tg:
                 tg.start_soon(serve, elector)
@@ -177,6 +206,13 @@ async def main() -> None:
 def _held_by(identity: str) -> Callable[[Mapping[str, Any] | None], bool]:
     def check(lease: Mapping[str, Any] | None) -> bool:
         return lease is not None and lease["spec"].get("holderIdentity") == identity
+
+    return check
+
+
+def _term(transitions: int) -> Callable[[Mapping[str, Any] | None], bool]:
+    def check(lease: Mapping[str, Any] | None) -> bool:
+        return lease is not None and lease["spec"].get("leaseTransitions") == transitions
 
     return check
 

@@ -12,21 +12,13 @@ async with elector.leading() as leadership:   # waits until this candidate holds
 
 from __future__ import annotations
 
-try:  # TEMPORARY while _lock.py is being written
-    from ._elector import LeaderElector as LeaderElector
-except ImportError:  # pragma: no cover
-    pass
 from ._clock import Clock as Clock
 from ._clock import LoopClock as LoopClock
 from ._config import Timings as Timings
-from ._elector import FencingToken as FencingToken
 from ._elector import LeaderElector as LeaderElector
-from ._elector import Leadership as Leadership
-from ._elector import default_identity as default_identity
 from ._errors import ApiUnavailable as ApiUnavailable
 from ._errors import ConfigError as ConfigError
 from ._errors import LeaderElectionError as LeaderElectionError
-from ._errors import LeadershipLost as LeadershipLost
 from ._errors import LeaseConflict as LeaseConflict
 from ._errors import LeaseError as LeaseError
 from ._errors import LeaseForbidden as LeaseForbidden
@@ -34,8 +26,12 @@ from ._errors import LeaseInvalid as LeaseInvalid
 from ._errors import LeaseNotFound as LeaseNotFound
 from ._errors import LossReason as LossReason
 from ._errors import WatchExpired as WatchExpired
-from ._lock import LeaseLock as LeaseLock
+from ._identity import default_identity as default_identity
+from ._kube import LeaseLock as LeaseLock
 from ._record import LeaseRecord as LeaseRecord
+from ._term import FencingToken as FencingToken
+from ._term import Leadership as Leadership
+from ._term import LeadershipLost as LeadershipLost
 
 __version__ = "0.1.0.dev0"
 

@@ -14,7 +14,7 @@ from typing import Protocol, final, runtime_checkable
 
 import anyio
 
-__all__ = ["Clock", "LoopClock"]
+__all__ = ["Clock", "LoopClock", "loop_time"]
 
 
 @runtime_checkable
@@ -42,3 +42,9 @@ class LoopClock:
 
     def __repr__(self) -> str:
         return "LoopClock()"
+
+
+def loop_time(clock: Clock, moment: float) -> float:
+    """``moment`` on ``clock`` translated to the event loop's clock, which cancel scopes and
+    ``anyio.sleep_until`` use (the identity for the default ``LoopClock``)."""
+    return anyio.current_time() + (moment - clock.monotonic())

@@ -1,17 +1,17 @@
-"""The elector: campaign for a Lease, hold it, and scope the leader's work to the held lease.
+"""The elector: follow a Lease, campaign for it, and run work only while a term holds it.
 
 Safety rests on two things. The API server's compare-and-swap on ``resourceVersion`` lets at
 most one candidate win each change of holder. And timing keeps terms apart: a follower takes
 over only ``leaseDurationSeconds`` after it last saw the Lease change, by its own monotonic
 clock, while a leader's work runs inside a cancel scope whose deadline is ``renew_deadline``
-after the *send* time of its last successful renewal. Every request is bounded by the time
-left before that deadline, so no hung call keeps a leader working past it. The difference,
+after the *send* time of its last successful renewal (see ``_term.py``). The difference,
 ``lease_duration - renew_deadline``, is the margin that absorbs clock-rate drift and pauses.
 
-A definite loss (a read, a watch event or a 409 showing another holder) cancels the work at
-once instead of waiting for the deadline. On any exit the work is cancelled and awaited first,
-and only then is the lease released, with a conditional write that can never clobber a holder
-that took over meanwhile.
+The path of one election: ``_following()`` keeps a :class:`LeaseView` current with one watch
+(``_follow.py``); ``_campaign()`` waits on that view until the lease is free or expired and
+takes it with a conditional write; the won write starts a :class:`Term`, which renews, notices
+a loss, and releases on the way out. ``leading()`` is one campaign and one term; ``lead()``
+campaigns until stopped; ``run()`` is client-go's callback interface on top of ``lead()``.
 """
 
 from __future__ import annotations
@@ -19,235 +19,32 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
-import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import partial
-from types import TracebackType
-from typing import final
+from typing import Any, TypeVar, final
 
 import anyio
 
-from ._backoff import jittered
-from ._clock import Clock, LoopClock
+from ._backoff import RetryPacer
+from ._clock import Clock, LoopClock, loop_time
 from ._config import Timings
-from ._errors import (
-    ConfigError,
-    LeadershipLost,
-    LeaseConflict,
-    LeaseError,
-    LeaseNotFound,
-    LossReason,
-)
-from ._lock import LeaseClient, LeaseLock, LeaseSnapshot
-from ._observer import LeaseView, follow
-from ._record import LeaseRecord, lease_duration_seconds
+from ._errors import ConfigError, LeaseConflict, LeaseError, LeaseNotFound
+from ._follow import follow
+from ._identity import default_identity
+from ._kube import LeaseLock
+from ._lease_client import LeaseSnapshot
 from ._tasks import BackgroundTasks
+from ._term import Leadership, LeadershipLost, Term, holder_record
+from ._view import LeaseView
 from .metrics import MetricsSink, NoopMetrics
 
-__all__ = ["FencingToken", "LeaderElector", "Leadership", "default_identity"]
+__all__ = ["LeaderElector"]
 
 logger = logging.getLogger(__name__)
 
-
-def default_identity() -> str:
-    """``$POD_NAME`` when set (the downward API), else ``<hostname>_<random uuid>``.
-
-    Identities must be unique: two of our candidates sharing one would keep taking the lease
-    from each other (and two client-go candidates would both believe they lead).
-    """
-    pod = os.environ.get("POD_NAME", "").strip()
-    return pod or f"{socket.gethostname()}_{uuid.uuid4()}"
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class FencingToken:
-    """Identifies one term of leadership, for downstream systems to reject stale leaders.
-
-    ``leaseTransitions`` grows by one at every change of holder, so within one Lease object a
-    larger token is a later term. The Lease's uid changes if the object is deleted and
-    recreated, which resets the count; compare tokens only when their ``lease_uid`` matches.
-    """
-
-    lease_uid: str
-    """``metadata.uid`` of the Lease object the term was won on."""
-    transitions: int
-    """``spec.leaseTransitions`` written when the term was won."""
-
-    def __str__(self) -> str:
-        return f"{self.lease_uid}:{self.transitions}"
-
-
-@final
-class Leadership:
-    """One term of leadership, handed to the body of ``leading()``.
-
-    Its ``deadline`` moves forward with each successful renewal; when a renewal cannot be
-    made in time, or another holder is seen, the term is lost and the body is cancelled.
-    """
-
-    def __init__(
-        self,
-        *,
-        identity: str,
-        lease: str,
-        snapshot: LeaseSnapshot,
-        acquired_at: datetime,
-        sent_at: float,
-        timings: Timings,
-        clock: Clock,
-        on_lost: Callable[[LossReason], None] | None = None,
-    ) -> None:
-        self._identity = identity
-        self._lease = lease
-        self._on_lost = on_lost
-        self._snapshot = snapshot
-        self._acquired_at = acquired_at
-        self._timings = timings
-        self._clock = clock
-        self._token = FencingToken(snapshot.uid, snapshot.record.lease_transitions)
-        self._deadline = sent_at + timings.renew_deadline
-        self._last_sent = sent_at
-        self._scope: anyio.CancelScope | None = None
-        self._loss: LossReason | None = None
-        self._lost = anyio.Event()
-        self._ended = False
-        self._released = False
-
-    @property
-    def identity(self) -> str:
-        """Our identity, as written to ``holderIdentity``."""
-        return self._identity
-
-    @property
-    def lease(self) -> str:
-        """The Lease, as ``"namespace/name"``."""
-        return self._lease
-
-    @property
-    def acquired_at(self) -> datetime:
-        """When the term was won (UTC, as written to ``acquireTime``)."""
-        return self._acquired_at
-
-    @property
-    def token(self) -> FencingToken:
-        """The fencing token of this term."""
-        return self._token
-
-    @property
-    def deadline(self) -> float:
-        """Monotonic time (the elector's clock) until which leadership is guaranteed."""
-        return self._deadline
-
-    def time_left(self) -> float:
-        """Seconds of guaranteed leadership left; 0 once the term has ended."""
-        if self._loss is not None or self._ended:
-            return 0.0
-        return max(0.0, self._deadline - self._clock.monotonic())
-
-    @property
-    def is_valid(self) -> bool:
-        """True while the term holds: not lost, not ended, and the deadline not passed."""
-        return self.time_left() > 0
-
-    @property
-    def loss_reason(self) -> LossReason | None:
-        """Why the term was lost, or ``None`` while it holds (or ended normally)."""
-        return self._loss
-
-    @property
-    def released(self) -> bool:
-        """True once ``leading()`` has written the lease free at the end of this term."""
-        return self._released
-
-    async def wait_lost(self) -> LossReason:
-        """Wait until the term is lost; returns the reason."""
-        await self._lost.wait()
-        assert self._loss is not None
-        return self._loss
-
-    def __repr__(self) -> str:
-        state = self._loss.name if self._loss else ("ended" if self._ended else "held")
-        return (
-            f"<Leadership {self._identity!r} of {self._lease} token={self._token} "
-            f"{state} time_left={self.time_left():.3f}s>"
-        )
-
-    # -- used by the elector ------------------------------------------------------------
-
-    def _lose(self, reason: LossReason) -> None:
-        if self._loss is not None or self._ended:
-            return
-        self._loss = reason
-        logger.info(
-            "leadership of lease %s lost by %s: %s", self._lease, self._identity, reason.value
-        )
-        if self._scope is not None:
-            self._scope.cancel()
-        self._lost.set()
-        if self._on_lost is not None:
-            self._on_lost(reason)
-
-    def _renewed(self, snapshot: LeaseSnapshot, sent_at: float) -> None:
-        self._snapshot = snapshot
-        self._last_sent = sent_at
-        self._deadline = sent_at + self._timings.renew_deadline
-        if self._scope is not None and self._loss is None:
-            self._scope.deadline = self._clock_to_loop(self._deadline)
-
-    def _clock_to_loop(self, moment: float) -> float:
-        # Cancel scopes run on the event loop's clock; an injected clock is translated.
-        return anyio.current_time() + (moment - self._clock.monotonic())
-
-    def _owns(self, snapshot: LeaseSnapshot | None) -> bool:
-        return (
-            snapshot is not None
-            and snapshot.record.holder_identity == self._identity
-            and snapshot.uid == self._token.lease_uid
-            and snapshot.record.lease_transitions == self._token.transitions
-        )
-
-
-def _later_than(now: datetime, previous: datetime | None) -> datetime:
-    """``now``, or just after ``previous`` if the wall clock has not moved past it.
-
-    The API server drops an update that changes nothing (no new resourceVersion, no watch
-    event), so a renewal must change the record for followers to see it at all; a wall clock
-    that stands still or steps back must not make renewals invisible.
-    """
-    if previous is not None and now <= previous:
-        return previous + timedelta(microseconds=1)
-    return now
-
-
-def _loss_for(snapshot: LeaseSnapshot | None) -> LossReason:
-    if snapshot is None:
-        return LossReason.LEASE_DELETED
-    if snapshot.record.is_free:
-        return LossReason.RELEASED_BY_OTHER
-    return LossReason.OTHER_HOLDER
-
-
-class _ErrorLog:
-    """Logs an error the first time it is seen, then quietly until something succeeds."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._last: str | None = None
-
-    def error(self, lease: str, exc: LeaseError) -> None:
-        text = f"{type(exc).__name__}: {exc}"
-        level = logging.DEBUG if text == self._last else logging.WARNING
-        logger.log(level, "%s lease %s failed: %s", self._what, lease, text)
-        self._last = text
-
-    def ok(self) -> None:
-        self._last = None
+T = TypeVar("T")
 
 
 @final
@@ -257,11 +54,14 @@ class LeaderElector:
     Args:
         lock: the Lease to campaign for (a ``LeaseLock``).
         identity: our ``holderIdentity``; defaults to ``default_identity()``.
-        lease_duration: seconds a follower waits after last seeing the lease change before
-            taking it over.
-        renew_deadline: seconds after the send time of the last successful renewal at which
-            a leader's work is cancelled.
-        retry_period: seconds between renewals, and the base of retry back-offs.
+        timings: lease duration, renew deadline and retry period as one validated
+            :class:`Timings` (the defaults are Kubernetes' own: 15 s, 10 s, 2 s).
+        lease_duration: instead of ``timings``: seconds a follower waits after last seeing the
+            lease change before taking it over.
+        renew_deadline: instead of ``timings``: seconds after the send time of the last
+            successful renewal at which a leader's work is cancelled.
+        retry_period: instead of ``timings``: seconds between renewals, and the base of retry
+            back-offs.
         release_on_cancel: when a term ends, write the lease free (holder ``""``) so that a
             follower takes over at once instead of waiting for expiry.
         watch: follow the Lease with a watch (the default). ``False`` polls it with a GET
@@ -272,7 +72,8 @@ class LeaderElector:
         rng: the random source for jitter (tests may seed one).
 
     Raises:
-        ConfigError: when a timing or the identity is invalid; the message names it.
+        ConfigError: when a timing or the identity is invalid, or ``timings`` is given
+            together with one of the three seconds; the message names the setting.
 
     Example:
         ```python
@@ -287,22 +88,23 @@ class LeaderElector:
         lock: LeaseLock,
         *,
         identity: str | None = None,
-        lease_duration: float = 15.0,
-        renew_deadline: float = 10.0,
-        retry_period: float = 2.0,
+        timings: Timings | None = None,
+        lease_duration: float | None = None,
+        renew_deadline: float | None = None,
+        retry_period: float | None = None,
         release_on_cancel: bool = True,
         watch: bool = True,
         metrics: MetricsSink | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        self._timings = Timings(lease_duration, renew_deadline, retry_period)
+        self._timings = _resolve_timings(timings, lease_duration, renew_deadline, retry_period)
         if identity is None:
             identity = default_identity()
         if not isinstance(identity, str) or not identity.strip():
             raise ConfigError(f"identity must be a non-empty string, got {identity!r}")
         self._identity = identity
-        self._lock: LeaseClient = lock
+        self._lock = lock
         self._release_on_cancel = bool(release_on_cancel)
         self._watch = bool(watch)
         self._metrics: MetricsSink = metrics if metrics is not None else NoopMetrics()
@@ -310,10 +112,12 @@ class LeaderElector:
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
         self._busy = False
-        self._term: Leadership | None = None
+        self._term: Term | None = None
         self._view: LeaseView | None = None
+        """The view while anything follows the Lease: the shared one, or a term's own."""
         self._shared_view: LeaseView | None = None
-        self._following: BackgroundTasks | None = None
+        """The view of ``async with elector:``, kept between terms."""
+        self._following_tasks: BackgroundTasks | None = None
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._last_leader: str | None = None
 
@@ -337,7 +141,7 @@ class LeaderElector:
     @property
     def is_leader(self) -> bool:
         """True only while a term holds and its deadline has not passed (time-aware)."""
-        return self._term is not None and self._term.is_valid
+        return self._term is not None and self._term.leadership.is_valid
 
     @property
     def leader(self) -> str | None:
@@ -362,9 +166,9 @@ class LeaderElector:
             ``None`` when healthy (including while following), else what is wrong.
         """
         term = self._term
-        if term is None or term._ended:
+        if term is None or term.ended:
             return None
-        stale = self._clock.monotonic() - term._last_sent
+        stale = term.stale_for()
         if stale > self._timings.lease_duration + tolerance:
             return (
                 f"leader {self._identity!r} of lease {self.lease} has not renewed for "
@@ -373,41 +177,31 @@ class LeaderElector:
             )
         return None
 
-    # -- following the Lease -----------------------------------------------------------------
+    # -- following the Lease --------------------------------------------------------------
 
     async def __aenter__(self) -> LeaderElector:
         """Follow the Lease for the life of the block, for every term and observer in it.
 
-        Optional: ``leading()``, ``run()`` and ``observe()`` work on their own, each following
-        the Lease for as long as it runs. Inside ``async with elector:`` they share one watch
-        instead, and ``elector.leader`` stays current between terms.
+        Optional: ``leading()``, ``lead()``, ``run()`` and ``observe()`` work on their own,
+        each following the Lease for as long as it runs. Inside ``async with elector:`` they
+        share one watch instead, and ``elector.leader`` stays current between terms.
         """
-        if self._following is not None:
+        if self._following_tasks is not None:
             raise RuntimeError(f"elector {self._identity!r} is already entered")
-        following = BackgroundTasks()
-        view = await self._start_following(following)
-        self._following = following
-        self._shared_view = view
-        self._view = view
-        self._last_leader = view.holder
-        view.add_listener(self._notify_leader)
+        tasks = BackgroundTasks()
+        view = await self._start_following(tasks)
+        self._following_tasks = tasks
+        self._shared_view = self._view = view
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        following = self._following
-        assert following is not None, "LeaderElector.__aexit__ without __aenter__"
-        self._following = None
-        self._shared_view = None
-        self._view = None
-        await following.close()
+    async def __aexit__(self, *exc_info: object) -> None:
+        tasks = self._following_tasks
+        assert tasks is not None, "LeaderElector.__aexit__ without __aenter__"
+        self._following_tasks = self._shared_view = self._view = None
+        await tasks.close()
 
     async def _start_following(self, tasks: BackgroundTasks) -> LeaseView:
-        """Enter ``tasks`` and start keeping a new view current; returns after the first read."""
+        """Enter ``tasks``, keep a new view current in them; returns after the first read."""
         view = LeaseView()
         task_group = await tasks.__aenter__()
         try:
@@ -425,9 +219,37 @@ class LeaderElector:
         except BaseException:
             await tasks.close()
             raise
+        self._last_leader = view.holder
+        view.add_listener(self._notify_leader)
         return view
 
-    # -- the public entry points -------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _following(self) -> AsyncIterator[LeaseView]:
+        """The shared view inside ``async with elector:``; else one followed for the block."""
+        if self._shared_view is not None:
+            yield self._shared_view
+            return
+        tasks = BackgroundTasks()
+        view = await self._start_following(tasks)
+        self._view = view
+        try:
+            yield view
+        finally:
+            self._view = None
+            await tasks.close()
+
+    def _notify_leader(self, snapshot: LeaseSnapshot | None) -> None:
+        holder = (
+            None if snapshot is None or snapshot.record.is_free else snapshot.record.holder_identity
+        )
+        if holder != self._last_leader:
+            self._last_leader = holder
+            if holder is not None:
+                logger.info("lease %s: leader is now %s", self.lease, holder)
+            for listener in list(self._leader_listeners):
+                listener(holder)
+
+    # -- the public entry points ----------------------------------------------------------
 
     def leading(self) -> AbstractAsyncContextManager[Leadership, None]:
         """Campaign until this candidate holds the lease, then run the block while it holds.
@@ -442,7 +264,102 @@ class LeaderElector:
             LeadershipLost: the lease was lost while the block ran.
             RuntimeError: this elector is already campaigning or leading.
         """
-        return _Leading(self)
+        return _SingleUse(self._one_term(), "each leading() context")
+
+    @contextlib.asynccontextmanager
+    async def _one_term(self) -> AsyncIterator[Leadership]:
+        if self._busy:
+            raise RuntimeError(
+                f"elector {self._identity!r} is already campaigning for or leading "
+                f"{self.lease}; an elector runs one term at a time"
+            )
+        self._busy = True
+        try:
+            async with self._following() as view:
+                started = self._clock.monotonic()
+                term = await self._campaign(view)
+                transitions = term.leadership.token.transitions
+                self._metrics.acquired(self.lease, self._clock.monotonic() - started, transitions)
+                self._metrics.leading_changed(self.lease, True)
+                self._term = term
+                try:
+                    async with term as leadership:
+                        yield leadership
+                finally:
+                    self._term = None
+        finally:
+            self._busy = False
+
+    async def lead(
+        self,
+        work: Callable[[Leadership], Awaitable[T]],
+        *,
+        stop: anyio.Event | None = None,
+        recampaign: bool = True,
+        on_term_end: Callable[[Leadership], Awaitable[None]] | None = None,
+    ) -> T | None:
+        """Campaign, run ``work`` while leading, and campaign again after each lost term,
+        until ``work`` returns or ``stop`` is set.
+
+        A stop cancels a campaign, but lets a term step down: ``work`` is cancelled while the
+        lease is still held and renewed, so its clean-up (``finally`` blocks, shielded where
+        it must finish) runs as leader; then the lease is released.
+
+        Args:
+            work: the leader's work, called with each term's ``Leadership``; cancelled when the
+                term is lost or ``stop`` is set.
+            stop: set it to stop campaigning, or to make the current leader step down.
+            recampaign: after a lost term, campaign again (else raise ``LeadershipLost``).
+            on_term_end: awaited (shielded) after each term this candidate led, once its work
+                has stopped and the lease is released (``released``) or lost
+                (``loss_reason``).
+
+        Returns:
+            What ``work`` returned; ``None`` when stopped.
+
+        Raises:
+            LeadershipLost: a term was lost and ``recampaign`` is false.
+
+        Example:
+            ```python
+            stop = anyio.Event()   # set by a signal handler, or at shutdown
+            await elector.lead(reconcile_forever, stop=stop)
+            ```
+        """
+        stop = stop if stop is not None else anyio.Event()
+        async with BackgroundTasks() as tasks:
+            stoppable: list[anyio.CancelScope] = []  # the campaign's scope, then the work's
+
+            async def on_stop() -> None:
+                await stop.wait()
+                for scope in stoppable:
+                    scope.cancel()
+
+            tasks.start_soon(on_stop)
+            while not stop.is_set():
+                led: Leadership | None = None
+                with anyio.CancelScope() as campaign:
+                    stoppable[:] = [campaign]
+                    try:
+                        async with self.leading() as led:
+                            with anyio.CancelScope() as step_down:
+                                stoppable[:] = [step_down]
+                                result = await work(led)
+                        if not step_down.cancel_called:
+                            return result
+                    except LeadershipLost as lost:
+                        if stop.is_set():
+                            pass
+                        elif not recampaign:
+                            raise
+                        else:
+                            logger.info("campaigning again for %s after: %s", self.lease, lost)
+                    finally:
+                        stoppable.clear()
+                        if led is not None and on_term_end is not None:
+                            with anyio.CancelScope(shield=True):
+                                await on_term_end(led)
+        return None
 
     async def run(
         self,
@@ -473,17 +390,20 @@ class LeaderElector:
                     await on_new_leader(leader)
             drained.set()
 
+        async def stopped(_: Leadership) -> None:
+            if on_stopped_leading is not None:
+                await on_stopped_leading()
+
+        def enqueue(leader: str | None) -> None:
+            # Changes seen after the announcer stopped (during a release on the way out of a
+            # cancelled run) are dropped, never raised into the elector.
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+                send.send_nowait(leader)
+
         async with contextlib.AsyncExitStack() as stack:
-            if self._following is None:
+            if self._following_tasks is None:
                 await stack.enter_async_context(self)  # one watch for every term
             tasks = await stack.enter_async_context(BackgroundTasks())
-
-            def enqueue(leader: str | None) -> None:
-                # Changes seen after the announcer stopped (during a release on the way out of
-                # a cancelled run) are dropped, never raised into the elector.
-                with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-                    send.send_nowait(leader)
-
             if on_new_leader is not None:
                 if self.leader is not None:
                     enqueue(self.leader)  # the holder already seen
@@ -492,7 +412,7 @@ class LeaderElector:
             else:
                 drained.set()
             try:
-                await self._run_terms(on_started_leading, on_stopped_leading, once)
+                await self.lead(on_started_leading, recampaign=not once, on_term_end=stopped)
             finally:
                 if on_new_leader is not None:
                     self._leader_listeners.remove(enqueue)
@@ -516,75 +436,30 @@ class LeaderElector:
             ```
         """
         send, receive = anyio.create_memory_object_stream[str | None](math.inf)
-        async with contextlib.AsyncExitStack() as stack:
-            view = self._shared_view
-            if view is None:
-                following = BackgroundTasks()
-                view = await self._start_following(following)
-                stack.push_async_callback(following.close)
-            last: list[str | None] = [view.holder]
+        async with self._following() as view:
+            last = view.holder
 
             def changed(_: LeaseSnapshot | None) -> None:
-                assert view is not None
-                if last[0] != view.holder:
-                    last[0] = view.holder
+                nonlocal last
+                if last != view.holder:
+                    last = view.holder
                     with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
                         send.send_nowait(view.holder)
 
             send.send_nowait(view.holder)
-            stack.callback(view.add_listener(changed))
-            async with send, receive:
-                yield receive
-
-    async def _run_terms(
-        self,
-        on_started_leading: Callable[[Leadership], Awaitable[None]],
-        on_stopped_leading: Callable[[], Awaitable[None]] | None,
-        once: bool,
-    ) -> None:
-        while True:
-            context = _Leading(self)
+            remove = view.add_listener(changed)
             try:
-                async with context as leadership:
-                    await on_started_leading(leadership)
-                return
-            except LeadershipLost as lost:
-                if once:
-                    raise
-                logger.info("campaigning again for lease %s after: %s", self.lease, lost)
+                async with send, receive:
+                    yield receive
             finally:
-                if context.led and on_stopped_leading is not None:
-                    with anyio.CancelScope(shield=True):
-                        await on_stopped_leading()
+                remove()
 
-    # -- campaign ---------------------------------------------------------------------------
+    # -- the campaign ---------------------------------------------------------------------
 
-    def _record(self, *, transitions: int, acquired: datetime, renewed: datetime) -> LeaseRecord:
-        return LeaseRecord(
-            holder_identity=self._identity,
-            lease_duration_seconds=lease_duration_seconds(self._timings.lease_duration),
-            acquire_time=acquired,
-            renew_time=renewed,
-            lease_transitions=transitions,
-        )
-
-    def _notify_leader(self, snapshot: LeaseSnapshot | None) -> None:
-        holder = (
-            None
-            if snapshot is None or snapshot.record.is_free
-            else (snapshot.record.holder_identity)
-        )
-        if holder != self._last_leader:
-            self._last_leader = holder
-            if holder is not None:
-                logger.info("lease %s: leader is now %s", self.lease, holder)
-            for listener in list(self._leader_listeners):
-                listener(holder)
-
-    async def _campaign(self, view: LeaseView) -> Leadership:
+    async def _campaign(self, view: LeaseView) -> Term:
         """Wait for the lease to be free or expired, and take it; returns the new term."""
-        timings = self._timings
-        errors = _ErrorLog("acquiring")
+        timings, clock = self._timings, self._clock
+        pacer = RetryPacer("acquiring", self.lease, timings.retry_period, self._rng)
         while True:
             since = view.version
             snapshot = view.snapshot
@@ -595,28 +470,23 @@ class LeaderElector:
             )
             if held_by_other:
                 expires = view.expires_at(timings.lease_duration)
-                if self._clock.monotonic() < expires:
-                    await view.wait_for_change(since, self._loop_time(expires))
+                if clock.monotonic() < expires:
+                    await view.wait_for_change(since, loop_time(clock, expires))
                     continue
-            sent_at = self._clock.monotonic()
-            now = self._clock.utcnow()
+            sent_at = clock.monotonic()
+            now = clock.utcnow()
+            transitions = 0 if snapshot is None else snapshot.record.lease_transitions + 1
+            record = holder_record(
+                self._identity, timings, transitions=transitions, acquired=now, renewed=now
+            )
             try:
                 if snapshot is None:
-                    written = await self._lock.create(
-                        self._record(transitions=0, acquired=now, renewed=now),
-                        timeout=timings.renew_deadline / 2,
-                    )
+                    won = await self._lock.create(record, timeout=timings.renew_deadline / 2)
                 else:
                     # A takeover; also when the record names us (a restart with a stable
                     # identity): a new term gets a new fencing token either way.
-                    written = await self._lock.update(
-                        self._record(
-                            transitions=snapshot.record.lease_transitions + 1,
-                            acquired=now,
-                            renewed=now,
-                        ),
-                        base=snapshot,
-                        timeout=timings.renew_deadline / 2,
+                    won = await self._lock.update(
+                        record, base=snapshot, timeout=timings.renew_deadline / 2
                     )
             except LeaseConflict:
                 # Someone else won the race, or our view was stale. The watch will tell us
@@ -629,37 +499,33 @@ class LeaderElector:
                 continue
             except LeaseNotFound as exc:
                 if snapshot is not None:  # deleted under us: create it next time
-                    view.update(None, self._clock.monotonic())
+                    view.update(None, clock.monotonic())
                     continue
-                errors.error(self.lease, exc)
-                await anyio.sleep(jittered(timings.retry_period, self._rng))
+                await anyio.sleep(pacer.failed(exc))
                 continue
             except LeaseError as exc:
-                errors.error(self.lease, exc)
-                pause = jittered(timings.retry_period, self._rng)
-                await anyio.sleep(max(pause, getattr(exc, "retry_after", None) or 0.0))
+                await anyio.sleep(pacer.failed(exc))
                 continue
-            view.update(written, sent_at)
+            view.update(won, sent_at)
             logger.info(
                 "lease %s acquired by %s (transitions=%d)",
                 self.lease,
                 self._identity,
-                written.record.lease_transitions,
+                won.record.lease_transitions,
             )
-            return Leadership(
+            return Term(
+                client=self._lock,
+                view=view,
                 identity=self._identity,
-                lease=self.lease,
-                snapshot=written,
+                won=won,
                 acquired_at=now,
                 sent_at=sent_at,
                 timings=timings,
-                clock=self._clock,
-                on_lost=self._report_loss,
+                clock=clock,
+                rng=self._rng,
+                metrics=self._metrics,
+                release_on_exit=self._release_on_cancel,
             )
-
-    def _report_loss(self, reason: LossReason) -> None:
-        self._metrics.lost(self.lease, reason)
-        self._metrics.leading_changed(self.lease, False)
 
     async def _refresh(self, view: LeaseView) -> None:
         try:
@@ -669,239 +535,46 @@ class LeaderElector:
             return
         view.update(snapshot, self._clock.monotonic())
 
-    def _loop_time(self, moment: float) -> float:
-        return anyio.current_time() + (moment - self._clock.monotonic())
 
-    # -- holding ----------------------------------------------------------------------------
-
-    async def _keep(self, term: Leadership, view: LeaseView) -> None:
-        """Renew every retry_period until the term is lost; each success moves the deadline."""
-        timings = self._timings
-        errors = _ErrorLog("renewing")
-        while True:
-            await anyio.sleep_until(self._loop_time(term._last_sent + timings.retry_period))
-            while True:
-                left = term.deadline - self._clock.monotonic()
-                if left <= 0:
-                    term._lose(LossReason.RENEW_DEADLINE)
-                    return
-                sent_at = self._clock.monotonic()
-                record = self._record(
-                    transitions=term.token.transitions,
-                    acquired=term.acquired_at,
-                    renewed=_later_than(self._clock.utcnow(), term._snapshot.record.renew_time),
-                )
-                try:
-                    written = await self._lock.update(
-                        record, base=term._snapshot, timeout=min(left, timings.renew_deadline / 2)
-                    )
-                except LeaseConflict:
-                    # Our last write is not the latest version: read, and go on only if the
-                    # lease is still ours in this very term.
-                    logger.debug("renewal of lease %s conflicted; re-reading", self.lease)
-                    self._metrics.slow_path(self.lease)
-                    try:
-                        left = term.deadline - self._clock.monotonic()
-                        if left <= 0:
-                            term._lose(LossReason.RENEW_DEADLINE)
-                            return
-                        fresh = await self._lock.get(timeout=min(left, timings.renew_deadline / 2))
-                    except LeaseError as exc:
-                        errors.error(self.lease, exc)
-                        await self._pause_within(term, timings.retry_period / 2)
-                        continue
-                    view.update(fresh, self._clock.monotonic())
-                    if not term._owns(fresh):
-                        term._lose(_loss_for(fresh))
-                        return
-                    assert fresh is not None
-                    term._snapshot = fresh
-                    continue
-                except LeaseNotFound:
-                    term._lose(LossReason.LEASE_DELETED)
-                    return
-                except LeaseError as exc:
-                    errors.error(self.lease, exc)
-                    self._metrics.renew_failed(self.lease, type(exc).__name__)
-                    await self._pause_within(term, timings.retry_period / 2)
-                    continue
-                errors.ok()
-                self._metrics.renewed(self.lease, self._clock.monotonic() - sent_at)
-                term._renewed(written, sent_at)
-                view.update(written, sent_at)
-                logger.debug("lease %s renewed by %s", self.lease, self._identity)
-                break
-
-    async def _pause_within(self, term: Leadership, period: float) -> None:
-        left = term.deadline - self._clock.monotonic()
-        await anyio.sleep(max(0.0, min(jittered(period, self._rng), left)))
-
-    async def _release(self, term: Leadership) -> LeaseSnapshot | None:
-        """Write the lease free if, and only if, it is still ours in this term.
-
-        The first attempt is a PUT on our own last write's resourceVersion: it succeeds only if
-        nobody wrote since. On 409 we read, and write only if the fresh read still names us.
-        Bounded by ``renew_deadline``; never clobbers another holder.
-        """
-        timings = self._timings
-        base: LeaseSnapshot | None = term._snapshot
-        with anyio.move_on_after(timings.renew_deadline) as bound:
-            while True:
-                if base is None or not term._owns(base):
-                    logger.debug("lease %s is no longer ours; nothing to release", self.lease)
-                    return None
-                now = self._clock.utcnow()
-                released = LeaseRecord(
-                    holder_identity="",
-                    lease_duration_seconds=1,
-                    acquire_time=now,
-                    renew_time=now,
-                    lease_transitions=base.record.lease_transitions,
-                )
-                try:
-                    written = await self._lock.update(
-                        released, base=base, timeout=timings.renew_deadline / 2
-                    )
-                except LeaseConflict:
-                    try:
-                        base = await self._lock.get(timeout=timings.renew_deadline / 2)
-                    except LeaseError as exc:
-                        logger.warning("releasing lease %s: read failed: %s", self.lease, exc)
-                        await anyio.sleep(jittered(timings.retry_period / 2, self._rng))
-                    continue
-                except LeaseNotFound:
-                    return None
-                except LeaseError as exc:
-                    logger.warning("releasing lease %s failed: %s", self.lease, exc)
-                    await anyio.sleep(jittered(timings.retry_period / 2, self._rng))
-                    continue
-                logger.info("lease %s released by %s", self.lease, self._identity)
-                return written
-        if bound.cancelled_caught:
-            logger.warning(
-                "could not release lease %s within %gs; followers will take it over when it "
-                "expires",
-                self.lease,
-                timings.renew_deadline,
-            )
-        return None
+def _resolve_timings(
+    timings: Timings | None,
+    lease_duration: float | None,
+    renew_deadline: float | None,
+    retry_period: float | None,
+) -> Timings:
+    seconds = {
+        "lease_duration": lease_duration,
+        "renew_deadline": renew_deadline,
+        "retry_period": retry_period,
+    }
+    given = {name: value for name, value in seconds.items() if value is not None}
+    if timings is None:
+        return Timings(**given)
+    if not isinstance(timings, Timings):
+        raise ConfigError(f"timings must be a leaderelect.Timings, got {timings!r}")
+    if given:
+        raise ConfigError(
+            f"give either timings or {', '.join(given)}, not both: timings already says "
+            f"lease_duration={timings.lease_duration:g}, renew_deadline="
+            f"{timings.renew_deadline:g}, retry_period={timings.retry_period:g}"
+        )
+    return timings
 
 
 @final
-class _Leading:
-    """The async context manager returned by ``LeaderElector.leading()``; single use."""
+class _SingleUse(AbstractAsyncContextManager[Leadership, None]):
+    """An async context manager that may be entered once, with a message that says so."""
 
-    def __init__(self, elector: LeaderElector) -> None:
-        self._elector = elector
+    def __init__(self, inner: AbstractAsyncContextManager[Leadership], what: str) -> None:
+        self._inner = inner
+        self._what = what
         self._entered = False
-        self._background: BackgroundTasks | None = None
-        self._term: Leadership | None = None
-        self._view: LeaseView | None = None
-        self._remove_listener: Callable[[], None] | None = None
-        self._remove_leader: Callable[[], None] | None = None
-        self.led = False
 
     async def __aenter__(self) -> Leadership:
-        elector = self._elector
         if self._entered:
-            raise RuntimeError(
-                "each leading() context can be entered only once; call leading() again"
-            )
-        if elector._busy:
-            raise RuntimeError(
-                f"elector {elector.identity!r} is already campaigning for or leading "
-                f"{elector.lease}; an elector runs one term at a time"
-            )
+            raise RuntimeError(f"{self._what} can be entered only once; call leading() again")
         self._entered = True
-        elector._busy = True
-        background = self._background = BackgroundTasks()
-        remove_leader: Callable[[], None] | None = None
-        try:
-            if elector._shared_view is not None:
-                view = elector._shared_view  # the elector's own watch, kept between terms
-                task_group = await background.__aenter__()
-            else:
-                view = await elector._start_following(background)
-                task_group = background.group
-                elector._view = view
-                remove_leader = view.add_listener(elector._notify_leader)
-                elector._notify_leader(view.snapshot)
-            campaign_started = elector._clock.monotonic()
-            term = await elector._campaign(view)
-            elector._metrics.acquired(
-                elector.lease, elector._clock.monotonic() - campaign_started, term.token.transitions
-            )
-            elector._metrics.leading_changed(elector.lease, True)
-            scope = anyio.CancelScope(deadline=term._clock_to_loop(term.deadline))
-            term._scope = scope
-            self._term = term
-            elector._term = term
-            self._remove_listener = view.add_listener(
-                lambda snapshot: None if term._owns(snapshot) else term._lose(_loss_for(snapshot))
-            )
-            task_group.start_soon(elector._keep, term, view)
-            view.leading = True
-            self._view = view
-            scope.__enter__()
-        except BaseException:
-            if remove_leader is not None:
-                remove_leader()
-            if background.entered:
-                await background.close()
-            if elector._shared_view is None:
-                elector._view = None
-            elector._busy = False
-            raise
-        self._remove_leader = remove_leader
-        self.led = True
-        return term
+        return await self._inner.__aenter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        elector = self._elector
-        term = self._term
-        assert term is not None and term._scope is not None
-        # 1. The body has stopped (it ran in this task); close its scope.
-        caught = bool(term._scope.__exit__(exc_type, exc, tb))
-        if caught and term.loss_reason is None:
-            term._lose(LossReason.RENEW_DEADLINE)  # the scope's own deadline fired
-        loss = term.loss_reason
-        term._ended = True
-        elector._term = None
-        if loss is None:
-            elector._metrics.leading_changed(elector.lease, False)
-        if self._view is not None:
-            self._view.leading = False
-        # 2. Stop renewing and watching, and wait for both. When we are leaving because of a
-        # cancellation from outside, the wait ends by re-raising it: hold it until released.
-        pending: BaseException | None = None
-        if self._remove_listener is not None:
-            self._remove_listener()
-        assert self._background is not None
-        try:
-            await self._background.close()
-        except BaseException as exc:  # an outer cancellation, or a failed background task
-            pending = exc
-        try:
-            # 3. Only now release, shielded from outer cancellation but bounded in time.
-            if elector._release_on_cancel and loss in (None, LossReason.RENEW_DEADLINE):
-                with anyio.CancelScope(shield=True):
-                    released = await elector._release(term)
-                if released is not None:
-                    term._released = True
-                    if elector._view is not None:
-                        elector._view.update(released, elector._clock.monotonic())
-        finally:
-            if self._remove_leader is not None:
-                self._remove_leader()
-            if elector._shared_view is None:
-                elector._view = None
-            elector._busy = False
-        if pending is not None:
-            raise pending
-        if loss is not None and (caught or exc_type is None):
-            raise LeadershipLost(loss, term)
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._inner.__aexit__(*exc_info)

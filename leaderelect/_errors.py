@@ -11,26 +11,22 @@ LeaderElectionError
 │   ├── WatchExpired        410: the watch's resourceVersion is too old; re-read and re-watch
 │   └── ApiUnavailable      timeout, connection error, 429 or 5xx: worth retrying
 └── LeadershipLost          the body of ``leading()`` was cancelled because the lease was lost
+                            (defined with the term, in ``_term.py``)
 ```
 
 Every ``LeaseError`` carries the lease (``"namespace/name"``), the verb that failed and the HTTP
 status (``None`` for transport errors). No kubernetes_asyncio or aiohttp exception reaches a
-caller: they are translated in ``_lock.py`` and chained with ``raise ... from``.
+caller: they are translated in ``_kube/_errors.py`` and chained with ``raise ... from``.
 """
 
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._elector import Leadership
 
 __all__ = [
     "ApiUnavailable",
     "ConfigError",
     "LeaderElectionError",
-    "LeadershipLost",
     "LeaseConflict",
     "LeaseError",
     "LeaseForbidden",
@@ -57,6 +53,7 @@ class LeaseError(LeaderElectionError):
         verb: the Kubernetes verb that failed (``get``, ``create``, ``update``, ``watch``...).
         status: the HTTP status code, or ``None`` when no response arrived.
         reason: the ``reason`` of the Kubernetes ``Status`` body, when there was one.
+        retry_after: seconds the server asked us to wait (``Retry-After``), if it did.
     """
 
     def __init__(
@@ -67,12 +64,14 @@ class LeaseError(LeaderElectionError):
         verb: str,
         status: int | None = None,
         reason: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.lease = lease
         self.verb = verb
         self.status = status
         self.reason = reason
+        self.retry_after = retry_after
 
 
 class LeaseConflict(LeaseError):
@@ -96,24 +95,8 @@ class WatchExpired(LeaseError):
 
 
 class ApiUnavailable(LeaseError):
-    """Raised on timeouts, connection errors, 429 and 5xx: transient, worth retrying.
-
-    Attributes:
-        retry_after: seconds the server asked us to wait (``Retry-After``), if it did.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        lease: str,
-        verb: str,
-        status: int | None = None,
-        reason: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, lease=lease, verb=verb, status=status, reason=reason)
-        self.retry_after = retry_after
+    """Raised on timeouts, connection errors, 429 and 5xx: transient, worth retrying; its
+    ``retry_after`` says how long the server asked us to wait, if it did."""
 
 
 class LossReason(enum.Enum):
@@ -130,20 +113,3 @@ class LossReason(enum.Enum):
 
     RELEASED_BY_OTHER = "the lease was released by someone else"
     """The Lease was emptied (holder "") by another writer while we held it."""
-
-
-class LeadershipLost(LeaderElectionError):
-    """Raised by ``leading()`` when the lease was lost and its body was cancelled.
-
-    Attributes:
-        reason: why leadership ended.
-        leadership: the term that ended.
-    """
-
-    def __init__(self, reason: LossReason, leadership: Leadership) -> None:
-        super().__init__(
-            f"leadership of lease {leadership.lease} lost by {leadership.identity!r}: "
-            f"{reason.value}"
-        )
-        self.reason = reason
-        self.leadership = leadership

@@ -28,7 +28,7 @@ from anyio.streams.text import TextReceiveStream
 
 from leaderelect import LeaseLock, LeaseRecord
 from leaderelect._cli import main
-from leaderelect._sidecar import EXIT_LEASE_LOST
+from leaderelect._cli._run import EXIT_LEASE_LOST
 from leaderelect.testing import LeaseApiServer
 
 PYTHON_M = [sys.executable, "-m", "leaderelect"]

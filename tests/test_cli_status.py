@@ -24,7 +24,7 @@ from anyio.streams.text import TextReceiveStream
 
 from leaderelect import LeaseLock, LeaseRecord
 from leaderelect._cli import main
-from leaderelect._connect import LeaseTarget
+from leaderelect._cli._target import LeaseTarget
 from leaderelect._record import format_micro_time
 from leaderelect.testing import LeaseApiServer, Rule
 

@@ -191,7 +191,7 @@ async def test_ctrl_c_stops_every_candidate_gracefully() -> None:
     _assert_no_leftovers(demo, 3)
     output = demo.stdout.text
     assert "SIGINT: stopping" in output
-    assert output.count("exited (code 0)") == 3, output
+    assert output.count("exited with status 0") == 3, output
     assert "free (released by candidate-" in output
     assert output.rstrip().endswith("interrupted; every candidate has exited")
 

@@ -172,6 +172,7 @@ def test_leading_patterns_run() -> None:
         r"^stopped leading$",
         r"^leader is now None$",
         r"^lost leadership: RENEW_DEADLINE$",
+        r"^term 5 ended, released: True$",
         r"^after SIGTERM the holder is ''$",
     ]
     for pattern in expected:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, final
 import anyio
 from anyio.abc import TaskStatus
 
-from .._elector import FencingToken, LeaderElector, Leadership
+from .. import FencingToken, LeaderElector, Leadership
 from .._tasks import BackgroundTasks
 
 if TYPE_CHECKING:
@@ -29,8 +29,10 @@ __all__ = [
     "BackgroundElection",
     "ElectionStatus",
     "Worker",
+    "liveness_answer",
     "liveness_problem",
     "not_leader_body",
+    "readiness_answer",
     "readiness_problem",
     "run_while_leading",
 ]
@@ -318,6 +320,24 @@ def readiness_problem(election: BackgroundElection, *, leader_only: bool) -> str
     if leader_only and not status.is_leader:
         return _not_leader_message(status)
     return None
+
+
+def liveness_answer(election: BackgroundElection, tolerance: float) -> tuple[int, dict[str, str]]:
+    """``/healthz``'s status code and JSON body, from :func:`liveness_problem`."""
+    problem = liveness_problem(election, tolerance)
+    if problem is not None:
+        return 503, {"status": "failing", "reason": problem}
+    return 200, {"status": "ok"}
+
+
+def readiness_answer(
+    election: BackgroundElection, *, leader_only: bool
+) -> tuple[int, dict[str, str]]:
+    """``/readyz``'s status code and JSON body, from :func:`readiness_problem`."""
+    problem = readiness_problem(election, leader_only=leader_only)
+    if problem is not None:
+        return 503, {"status": "not ready", "reason": problem}
+    return 200, {"status": "ready"}
 
 
 def not_leader_body(election: BackgroundElection) -> Mapping[str, str | bool | None]:

@@ -25,14 +25,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from .._elector import LeaderElector
+from .. import LeaderElector
 from ._common import (
     DEFAULT_TOLERANCE,
     BackgroundElection,
     Worker,
-    liveness_problem,
+    liveness_answer,
     not_leader_body,
-    readiness_problem,
+    readiness_answer,
 )
 
 __all__ = [
@@ -178,16 +178,13 @@ def health_routes(
     """
 
     async def healthz(request: web.Request) -> web.Response:
-        problem = liveness_problem(election_of(request), tolerance)
-        if problem is not None:
-            return web.json_response({"status": "failing", "reason": problem}, status=503)
-        return web.json_response({"status": "ok"})
+        status, body = liveness_answer(election_of(request), tolerance)
+        return web.json_response(body, status=status)
 
     async def readyz(request: web.Request) -> web.Response:
-        problem = readiness_problem(election_of(request), leader_only=ready_only_when_leading)
-        if problem is not None:
-            return web.json_response({"status": "not ready", "reason": problem}, status=503)
-        return web.json_response({"status": "ready"})
+        election = election_of(request)
+        status, body = readiness_answer(election, leader_only=ready_only_when_leading)
+        return web.json_response(body, status=status)
 
     async def leader(request: web.Request) -> web.Response:
         return web.json_response(election_of(request).status.to_dict())

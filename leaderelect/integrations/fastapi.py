@@ -30,14 +30,14 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "leaderelect.integrations.fastapi needs FastAPI: pip install 'leaderelect[fastapi]'"
     ) from exc
 
-from .._elector import LeaderElector, Leadership
+from .. import LeaderElector, Leadership
 from ._common import (
     DEFAULT_TOLERANCE,
     BackgroundElection,
     Worker,
-    liveness_problem,
+    liveness_answer,
     not_leader_body,
-    readiness_problem,
+    readiness_answer,
 )
 
 __all__ = [
@@ -179,17 +179,14 @@ def health_router(
 
     @router.get("/healthz", summary="Liveness: is this process wedged?")
     async def healthz(request: Request) -> JSONResponse:
-        problem = liveness_problem(election_of(request.app), tolerance)
-        if problem is not None:
-            return JSONResponse({"status": "failing", "reason": problem}, status_code=503)
-        return JSONResponse({"status": "ok"})
+        status, body = liveness_answer(election_of(request.app), tolerance)
+        return JSONResponse(body, status_code=status)
 
     @router.get("/readyz", summary="Readiness: should this replica get traffic?")
     async def readyz(request: Request) -> JSONResponse:
-        problem = readiness_problem(election_of(request.app), leader_only=ready_only_when_leading)
-        if problem is not None:
-            return JSONResponse({"status": "not ready", "reason": problem}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        election = election_of(request.app)
+        status, body = readiness_answer(election, leader_only=ready_only_when_leading)
+        return JSONResponse(body, status_code=status)
 
     @router.get("/leader", summary="Who leads the lease, and does this replica?")
     async def leader(request: Request) -> JSONResponse:

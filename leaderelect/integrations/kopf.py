@@ -29,6 +29,7 @@ import signal
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import anyio
 
@@ -39,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "leaderelect.integrations.kopf needs kopf: pip install 'leaderelect[kopf]'"
     ) from exc
 
-from .._elector import LeaderElector, Leadership
+from .. import LeaderElector, Leadership
 
 __all__ = ["operator", "run_operator"]
 
@@ -90,56 +91,9 @@ async def operator(
         liveness_endpoint: kopf's own liveness endpoint, such as ``"http://0.0.0.0:8080/healthz"``
             (served only while kopf runs, that is by the leader).
     """
-    loop = asyncio.get_running_loop()
-    stop_flag = asyncio.Event()
-    ready_flag: asyncio.Future[None] = loop.create_future()
-    finished = anyio.Event()
-    failures: list[Exception] = []
-
-    async def run_kopf() -> None:
-        # kopf must stop through its flag, never through a bare cancellation: shield it.
-        with anyio.CancelScope(shield=True):
-            try:
-                await kopf.operator(
-                    registry=registry,
-                    settings=settings,
-                    clusterwide=clusterwide,
-                    namespaces=namespaces,
-                    memo=memo,
-                    liveness_endpoint=liveness_endpoint,
-                    standalone=True,
-                    stop_flag=stop_flag,
-                    ready_flag=ready_flag,
-                )
-            except Exception as exc:
-                failures.append(exc)
-            finally:
-                finished.set()
-
-    with _signals_restored() as take_over:
-        running = True
-
-        def ready(_: asyncio.Future[None]) -> None:
-            # kopf installed its signal handlers as it started; replace them with ours.
-            if running:
-                take_over(stop_flag.set)
-
-        ready_flag.add_done_callback(ready)
-        try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(run_kopf)
-                try:
-                    await finished.wait()
-                finally:
-                    if not finished.is_set():
-                        logger.info("stopping kopf")
-                        stop_flag.set()
-                        with anyio.CancelScope(shield=True):
-                            await finished.wait()
-        finally:
-            running = False
-    if failures:
-        raise failures[0]
+    options = _Options(registry, settings, clusterwide, namespaces, memo, liveness_endpoint)
+    with _signals_restored() as install:
+        await _run_kopf(options, on_started=install)
 
 
 async def run_operator(
@@ -160,8 +114,9 @@ async def run_operator(
     only after kopf has stopped.
 
     Returns, after releasing the lease, on SIGINT or SIGTERM, or when kopf stops by itself.
-    In the main thread, ``operator()`` handles the signals while kopf runs (they stop kopf)
-    and this function the rest of the time (they stop the campaign); the previous handlers
+    In the main thread, the signals stop the campaign, or make the leader step down: kopf is
+    stopped through its stop flag while the lease is still renewed, then the lease is
+    released ([`LeaderElector.lead()`][leaderelect.LeaderElector.lead]); the previous handlers
     are restored when it returns. Exceptions from kopf propagate, also after the release.
 
     Args:
@@ -182,25 +137,87 @@ async def run_operator(
         anyio.run(main)
         ```
     """
-    with anyio.CancelScope() as scope, _signals_restored() as install:
-        install(scope.cancel)  # while campaigning; operator() handles them while kopf runs
+    options = _Options(registry, settings, clusterwide, namespaces, memo, liveness_endpoint)
+    stop = anyio.Event()
+    with _signals_restored() as install:
+        install(stop.set)  # a signal stops the campaign, or makes the leader step down
 
         async def term(leadership: Leadership) -> None:
-            try:
-                await operator(
-                    registry=registry,
-                    settings=settings,
-                    clusterwide=clusterwide,
-                    namespaces=namespaces,
-                    memo=memo,
-                    liveness_endpoint=liveness_endpoint,
-                )
-            finally:
-                install(scope.cancel)  # operator() removed the loop's handlers on its way out
+            # kopf puts its own handlers in place as it starts: put ours back.
+            await _run_kopf(options, on_started=lambda _: install(stop.set))
 
-        await elector.run(term)
-    if scope.cancelled_caught:
+        await elector.lead(term, stop=stop)
+    if stop.is_set():
         logger.info("stopped by a signal")
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The arguments of ``kopf.operator()`` that ``operator()`` and ``run_operator()`` pass on."""
+
+    registry: kopf.OperatorRegistry | None
+    settings: kopf.OperatorSettings | None
+    clusterwide: bool
+    namespaces: Collection[str | re.Pattern[str]]
+    memo: object | None
+    liveness_endpoint: str | None
+
+
+async def _run_kopf(options: _Options, *, on_started: Callable[[Callable[[], None]], None]) -> None:
+    """Run kopf standalone until it stops by itself; when cancelled, stop it
+    through its stop flag first (shielded), then let the cancellation go on.
+
+    ``on_started(stop_kopf)`` is called once kopf has started (and put its signal handlers
+    in place), unless this function has returned by then.
+    """
+    loop = asyncio.get_running_loop()
+    stop_flag = asyncio.Event()
+    ready_flag: asyncio.Future[None] = loop.create_future()
+    finished = anyio.Event()
+    failures: list[Exception] = []
+
+    async def run() -> None:
+        # kopf must stop through its flag, never through a bare cancellation: shield it.
+        with anyio.CancelScope(shield=True):
+            try:
+                await kopf.operator(
+                    registry=options.registry,
+                    settings=options.settings,
+                    clusterwide=options.clusterwide,
+                    namespaces=options.namespaces,
+                    memo=options.memo,
+                    liveness_endpoint=options.liveness_endpoint,
+                    standalone=True,
+                    stop_flag=stop_flag,
+                    ready_flag=ready_flag,
+                )
+            except Exception as exc:
+                failures.append(exc)
+            finally:
+                finished.set()
+
+    running = True
+
+    def ready(_: asyncio.Future[None]) -> None:
+        if running:
+            on_started(stop_flag.set)
+
+    ready_flag.add_done_callback(ready)
+    try:
+        async with anyio.create_task_group() as group:
+            group.start_soon(run)
+            try:
+                await finished.wait()
+            finally:
+                if not finished.is_set():
+                    logger.info("stopping kopf")
+                    stop_flag.set()
+                    with anyio.CancelScope(shield=True):
+                        await finished.wait()
+    finally:
+        running = False
+    if failures:
+        raise failures[0]
 
 
 @contextmanager

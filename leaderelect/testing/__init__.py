@@ -11,7 +11,8 @@ async with LeaseApiServer(users=standard_users()) as server:
 ```
 
 ``leaderelect.testing.pytest_plugin`` (registered as a ``pytest11`` entry point) provides the
-``leaderelect_server`` and ``leaderelect_kubeconfig`` fixtures.
+``leaderelect_server`` and ``leaderelect_kubeconfig`` fixtures. The kube-apiserver emulation
+behind the server is the private ``leaderelect.testing._apiserver``.
 """
 
 from __future__ import annotations
@@ -33,12 +34,16 @@ from ._checker import check_safety as check_safety
 from ._checker import liveness_bound as liveness_bound
 from ._faults import DropConnection as DropConnection
 from ._faults import ErrorResponse as ErrorResponse
+from ._faults import ExpireWatch as ExpireWatch
 from ._faults import Fault as Fault
-from ._faults import FaultHandle as FaultHandle
-from ._faults import FaultInjector as FaultInjector
 from ._faults import Hang as Hang
 from ._faults import Latency as Latency
+from ._faults import RawResponse as RawResponse
+from ._faults import StallWatch as StallWatch
+from ._faults import deny_writes as deny_writes
 from ._faults import partition as partition
+from ._injector import FaultHandle as FaultHandle
+from ._injector import FaultInjector as FaultInjector
 from ._requests import RequestCounter as RequestCounter
 from ._requests import RequestInfo as RequestInfo
 from ._requests import WriteRecord as WriteRecord
@@ -54,6 +59,7 @@ __all__ = (
     "ElectionReport",
     "ElectionViolation",
     "ErrorResponse",
+    "ExpireWatch",
     "Fault",
     "FaultHandle",
     "FaultInjector",
@@ -61,9 +67,11 @@ __all__ = (
     "Latency",
     "LeadershipLog",
     "LeaseApiServer",
+    "RawResponse",
     "RequestCounter",
     "RequestInfo",
     "Rule",
+    "StallWatch",
     "User",
     "WorkInterval",
     "WriteRecord",
@@ -72,8 +80,16 @@ __all__ = (
     "check_lease_history",
     "check_liveness",
     "check_safety",
+    "deny_writes",
     "liveness_bound",
     "partition",
     "serve",
     "standard_users",
 )
+
+# Public objects say they come from ``leaderelect.testing``, in reprs, tracebacks and the docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith(f"{__name__}._"):
+        _obj.__module__ = __name__
+del _name, _obj

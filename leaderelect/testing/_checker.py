@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .._config import Timings
+from .. import Timings
 from ._requests import WriteRecord
 
 __all__ = [

@@ -1,14 +1,16 @@
 """Faults the server injects into matching requests.
 
 A fault is a small frozen dataclass saying *what* goes wrong (:class:`Latency`,
-:class:`ErrorResponse`, :class:`Hang`, :class:`DropConnection`) and *to which requests*
-(``user``, ``verb``, ``namespace``, ``name``, ``resource``; each a value, a collection of values,
-or None for any), *when* (``"before"`` the request is handled, or ``"after"`` it was handled and
-before the answer is sent, i.e. after a write committed) and *how often* (``times``; None for
-every matching request).
+:class:`ErrorResponse`, :class:`Hang`, :class:`DropConnection`, :class:`RawResponse`,
+:class:`StallWatch`, :class:`ExpireWatch`) and *to which requests* (``user``, ``verb``,
+``namespace``, ``name``, ``resource``; each a value, a collection of values, or None for any),
+*when* (``"before"`` the request is handled, or ``"after"`` it was handled and before the answer
+is sent, i.e. after a write committed) and *how often* (``times``; None for every matching
+request).
 
-:class:`FaultInjector` holds the active faults. The server consults it exactly twice per request,
-at those two points; latencies add up and the first matching terminal fault decides the outcome::
+Each kind says what it does in one method, :meth:`Fault.inflict`, which the server calls at its
+one hook point with the request (an :class:`Exchange`); the
+:class:`~leaderelect.testing.FaultInjector` decides which faults a request meets::
 
     handle = server.faults.add(ErrorResponse(status=500, verb="update", times=1))
     with server.faults.add(Hang(user="elector")):      # removed on exit
@@ -19,34 +21,32 @@ at those two points; latencies add up and the first matching terminal fault deci
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import logging
-from collections.abc import Callable, Collection
-from types import TracebackType
-from typing import Literal
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import anyio
+from aiohttp import web
 
+from ._apiserver.status import status_body
+from ._apiserver.watch import error_event
 from ._requests import RequestInfo
 
 __all__ = [
     "DropConnection",
     "ErrorResponse",
+    "Exchange",
+    "ExpireWatch",
     "Fault",
-    "FaultHandle",
-    "FaultInjector",
     "Hang",
     "Latency",
-    "When",
-    "partition",
     "RawResponse",
+    "Selector",
     "StallWatch",
-    "ExpireWatch",
+    "When",
     "deny_writes",
+    "partition",
 ]
-
-logger = logging.getLogger(__name__)
 
 When = Literal["before", "after"]
 Selector = str | Collection[str] | None
@@ -60,6 +60,47 @@ def _selected(value: str | None, selector: Selector) -> bool:
     if isinstance(selector, str):
         return value == selector
     return value in selector
+
+
+class Exchange(Protocol):
+    """One request at the server's fault hook, and what a fault can do with it."""
+
+    @property
+    def request(self) -> web.Request:
+        """The aiohttp request."""
+        ...
+
+    @property
+    def info(self) -> RequestInfo:
+        """The request as the server parsed it."""
+        ...
+
+    @property
+    def resource_version(self) -> int:
+        """The server's current resourceVersion."""
+        ...
+
+    def answer(
+        self, status: int, body: bytes | Mapping[str, Any], headers: Sequence[tuple[str, str]]
+    ) -> web.StreamResponse:
+        """Answer as the server answers anything (rendering, headers); the answer is counted."""
+        ...
+
+    async def open_stream(self) -> web.StreamResponse:
+        """Send a watch stream's head (``200``, chunked JSON) and return the open stream."""
+        ...
+
+    def answered(self, status: int) -> None:
+        """Count an answer the fault sent by itself."""
+        ...
+
+    async def hold(self, fault: Fault, seconds: float | None = None) -> None:
+        """Wait until ``fault`` is released, the server stops, or ``seconds`` pass."""
+        ...
+
+    def drop(self) -> web.StreamResponse:
+        """Close the connection without an answer."""
+        ...
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -99,6 +140,15 @@ class Fault:
         """True when the fault decides the request's outcome (all but latency)."""
         return True
 
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Do to a matching request what the fault says; the server calls it at its one hook.
+
+        Returns:
+            the answer the request gets instead of the server's (already sent, or to send),
+            or None to let the request go on.
+        """
+        raise TypeError(f"{type(self).__name__} is not a fault kind: it does nothing")
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Latency(Fault):
@@ -110,6 +160,12 @@ class Latency(Fault):
     def terminal(self) -> bool:
         """Latency only delays; the request goes on."""
         return False
+
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Wait ``seconds``, then let the request go on."""
+        if self.seconds > 0:
+            await anyio.sleep(self.seconds)
+        return None
 
 
 _REASONS = {
@@ -157,13 +213,32 @@ class ErrorResponse(Fault):
             return self.message
         return f"injected fault: {self.status} {self.effective_reason}".rstrip()
 
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Answer with the ``Status`` error."""
+        headers: list[tuple[str, str]] = []
+        details: dict[str, Any] | None = None
+        if self.retry_after is not None:
+            headers.append(("Retry-After", str(self.retry_after)))
+            details = {"retryAfterSeconds": self.retry_after}
+        body = status_body(
+            self.status, self.effective_message, self.effective_reason, details=details
+        )
+        return exchange.answer(self.status, body, headers)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Hang(Fault):
     """Never answer matching requests: they wait until the client gives up or the server stops.
 
     With ``when="after"`` a write commits first, then its answer never comes.
+    :meth:`FaultInjector.release <leaderelect.testing.FaultInjector.release>` ends the held
+    requests early by dropping their connections, as a healed network resets a stale one.
     """
+
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Hold the request until released or the server stops, then drop the connection."""
+        await exchange.hold(self)
+        return exchange.drop()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -178,16 +253,9 @@ class DropConnection(Fault):
 
     when: When = "after"
 
-
-def partition(user: str, *, mode: Literal["hang", "drop"] = "hang") -> Fault:
-    """A fault cutting ``user`` off: every request hangs (``"hang"``) or is dropped unanswered
-    before it is handled (``"drop"``). Add it with :meth:`FaultInjector.add`."""
-    if mode == "hang":
-        return Hang(user=user)
-    return DropConnection(user=user, when="before")
-
-
-# -- faults served by ChaosApiServer (leaderelect.testing._chaos) ------------------------------
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Drop the connection."""
+        return exchange.drop()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,19 +282,50 @@ class RawResponse(Fault):
     pause: float = 0.0
     truncate: bool = False
 
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Send the bytes (slowly, or only half of them, if asked)."""
+        body = self.body
+        response = web.StreamResponse(status=self.status)
+        if self.content_type:
+            response.headers["Content-Type"] = self.content_type
+        for key, value in self.headers:
+            response.headers.add(key, value)
+        response.content_length = len(body)
+        await response.prepare(exchange.request)
+        split = len(body) // 2 if (self.pause or self.truncate) else len(body)
+        await response.write(body[:split])
+        if self.truncate:
+            exchange.drop()
+            return response
+        if self.pause:
+            await anyio.sleep(self.pause)
+        await response.write(body[split:])
+        await response.write_eof()
+        exchange.answered(self.status)
+        return response
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class StallWatch(Fault):
     """Open matching watch streams (``200``, headers sent) and then send nothing.
 
-    The stream stays silent for ``seconds`` (None: until the fault is released, see
-    ``ChaosApiServer.release``, or the server stops) and then ends, as a connection that
-    stalled and later recovered. ``ChaosApiServer.stall_watches`` silences streams that are
-    already open.
+    The stream stays silent for ``seconds`` (None: until the fault is released with
+    :meth:`FaultInjector.release <leaderelect.testing.FaultInjector.release>`, or the server
+    stops) and then ends, as a connection that stalled and later recovered.
+    :meth:`FaultInjector.stall_watches <leaderelect.testing.FaultInjector.stall_watches>`
+    silences streams that are already open.
     """
 
     verb: Selector = "watch"
     seconds: float | None = None
+
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Open the stream, stay silent, then end it."""
+        response = await exchange.open_stream()
+        exchange.answered(200)
+        await exchange.hold(self, self.seconds)
+        await response.write_eof()
+        return response
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -244,6 +343,29 @@ class ExpireWatch(Fault):
         """A matching watch request that names a resourceVersion to resume from."""
         resume = info.query.get("resourceVersion", "")
         return Fault.matches(self, info) and resume not in ("", "0")
+
+    async def inflict(self, exchange: Exchange) -> web.StreamResponse | None:
+        """Open the stream, send the ``410 Expired`` ERROR event, end it."""
+        wanted = exchange.info.query.get("resourceVersion", "")
+        status = status_body(
+            410,
+            f"too old resource version: {wanted} ({exchange.resource_version})",
+            "Expired",
+        )
+        response = await exchange.open_stream()
+        await response.write(error_event(status))
+        await response.write_eof()
+        exchange.answered(200)
+        return response
+
+
+def partition(user: str, *, mode: Literal["hang", "drop"] = "hang") -> Fault:
+    """A fault cutting ``user`` off: every request hangs (``"hang"``) or is dropped unanswered
+    before it is handled (``"drop"``). Add it with :meth:`FaultInjector.add
+    <leaderelect.testing.FaultInjector.add>`."""
+    if mode == "hang":
+        return Hang(user=user)
+    return DropConnection(user=user, when="before")
 
 
 _WRITE_VERBS = ("create", "update", "patch", "delete")
@@ -267,131 +389,3 @@ def deny_writes(user: str, *, status: int = 403, times: int | None = None) -> Er
             f"injected fault: writes by {user} are denied"
         )
     return ErrorResponse(user=user, verb=_WRITE_VERBS, status=status, message=message, times=times)
-
-
-class FaultHandle:
-    """An added fault: how often it fired, and a way to remove it (also as a ``with`` block)."""
-
-    __slots__ = ("_hit", "_injector", "fault", "hits")
-
-    def __init__(self, injector: FaultInjector, fault: Fault) -> None:
-        self._injector = injector
-        self.fault = fault
-        self.hits = 0
-        self._hit = asyncio.Event()
-
-    def _record_hit(self) -> None:
-        self.hits += 1
-        self._hit.set()
-        self._hit = asyncio.Event()
-
-    async def wait_hits(self, count: int = 1) -> None:
-        """Wait until the fault has been applied ``count`` times in all (no polling)."""
-        while self.hits < count:
-            await self._hit.wait()
-
-    @property
-    def active(self) -> bool:
-        """True while the fault still applies to new requests."""
-        return self in self._injector._handles
-
-    def remove(self) -> None:
-        """Stop applying the fault (no-op when already retired)."""
-        self._injector.remove(self)
-
-    def __enter__(self) -> FaultHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.remove()
-
-    def __repr__(self) -> str:
-        return f"<FaultHandle {self.fault!r} hits={self.hits} active={self.active}>"
-
-
-class FaultInjector:
-    """The active faults of one server, consulted before and after each request is handled."""
-
-    __slots__ = ("_cut_watches", "_handles")
-
-    def __init__(self, cut_watches: Callable[[Callable[[RequestInfo], bool]], int]) -> None:
-        self._handles: list[FaultHandle] = []
-        self._cut_watches = cut_watches
-
-    def add(self, fault: Fault) -> FaultHandle:
-        """Start applying ``fault``; returns a handle to remove it.
-
-        Raises:
-            TypeError: ``fault`` is the bare :class:`Fault` base (which does nothing).
-        """
-        if type(fault) is Fault:
-            raise TypeError(
-                "add a Latency, ErrorResponse, Hang or DropConnection, not a bare Fault"
-            )
-        handle = FaultHandle(self, fault)
-        self._handles.append(handle)
-        logger.debug("fault added", extra={"fault": repr(fault)})
-        return handle
-
-    def remove(self, handle: FaultHandle) -> None:
-        """Stop applying a fault (no-op when already removed)."""
-        if handle in self._handles:
-            self._handles.remove(handle)
-
-    def clear(self) -> None:
-        """Remove every fault."""
-        self._handles.clear()
-
-    @property
-    def active(self) -> list[FaultHandle]:
-        """The faults still applying, in the order they were added."""
-        return list(self._handles)
-
-    def cut_watches(
-        self,
-        *,
-        user: Selector = None,
-        namespace: Selector = None,
-        name: Selector = None,
-    ) -> int:
-        """End the matching open watch streams now (the client sees the stream close).
-
-        Returns:
-            how many streams were cut.
-        """
-        probe = Fault(user=user, namespace=namespace, name=name)
-        return self._cut_watches(probe.matches)
-
-    async def consult(self, info: RequestInfo, when: When) -> Fault | None:
-        """Apply matching latencies and return the terminal fault that decides, if any.
-
-        Each matching fault counts one hit; a fault with ``times`` retires when used up.
-        """
-        delay = 0.0
-        decided: Fault | None = None
-        for handle in list(self._handles):
-            fault = handle.fault
-            if fault.when != when or not fault.matches(info):
-                continue
-            if fault.terminal and decided is not None:
-                continue
-            handle._record_hit()
-            if fault.times is not None and handle.hits >= fault.times:
-                self.remove(handle)
-            if isinstance(fault, Latency):
-                delay += fault.seconds
-            else:
-                decided = fault
-        if delay > 0:
-            await anyio.sleep(delay)
-        if decided is not None:
-            logger.debug(
-                "fault applied",
-                extra={"fault": repr(decided), "verb": info.verb, "user": info.user},
-            )
-        return decided

@@ -4,91 +4,53 @@ Each request goes through one path (:meth:`LeaseApiServer._handle`):
 
 1. parse it into a :class:`~leaderelect.testing.RequestInfo` (verb, resource, namespace, name,
    user, ...) and count it;
-2. consult the fault injector (``when="before"``);
+2. the fault hook (``when="before"``): every fault the injector returns is inflicted;
 3. authenticate (401) and authorize (403) as RBAC would, then serve it;
-4. consult the fault injector again (``when="after"``; the write, if any, has committed);
+4. the fault hook again (``when="after"``; the write, if any, has committed);
 5. send the answer.
+
+The kube-apiserver emulation behind it (parsing, routing, the endpoints, the store) is in
+:mod:`leaderelect.testing._apiserver`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import datetime
 import logging
 import pathlib
 import shutil
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import anyio
 from aiohttp import web
 
-from . import _discovery
+from ._apiserver.calls import Call, Reply, Settings
+from ._apiserver.http import Route, Router, parse_request, render
+from ._apiserver.kubeconfig import credential_url, write_kubeconfig
+from ._apiserver.leases import LeaseHandlers
+from ._apiserver.namespaces import NamespaceHandler
+from ._apiserver.status import ApiError, forbidden, internal_error, unauthorized
+from ._apiserver.store import Store
+from ._apiserver.watch import WatchHandler, stream_response
 from ._auth import ANONYMOUS, Rule, User, admin_user, anonymous_allows_path, make_user
-from ._calls import Call, Reply, Settings
-from ._faults import DropConnection, ErrorResponse, Fault, FaultInjector, Hang
-from ._gojson import dumps
-from ._kubeconfig import write_kubeconfig
-from ._leases import LeaseHandlers
-from ._namespaces import NamespaceHandler
+from ._faults import Fault, When
+from ._injector import FaultInjector
 from ._requests import RequestCounter, RequestInfo, WriteRecord
-from ._selectors import parse_field_selector
-from ._status import (
-    ApiError,
-    forbidden,
-    internal_error,
-    method_not_allowed,
-    path_not_found,
-    status_body,
-    unauthorized,
-)
-from ._store import Store
-from ._watch import WatchHandler
 
 __all__ = ["DEFAULT_NAMESPACES", "LeaseApiServer"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACES = ("default", "kube-node-lease", "kube-public", "kube-system")
-GROUP = "coordination.k8s.io"
 SYSTEM_USER = "system:apiserver"
-
-_HEALTH_PATHS = ("/healthz", "/livez", "/readyz")
-_TOKEN_PREFIX = "_token"
-_PAGE_NOT_FOUND = Reply(404, b"404 page not found\n", content_type="text/plain; charset=utf-8")
-_PRETTY_AGENTS = ("curl", "Wget", "Mozilla/5.0")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Route:
-    """Where a resource request points (beyond what :class:`RequestInfo` says)."""
-
-    group: str
-    version: str
-    parts: tuple[str, ...]
-    watch_prefix: bool
 
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
-
-
-def _wants_pretty(request: web.Request) -> bool:
-    text = request.query.get("pretty")
-    if text:
-        return text.lower() in ("1", "t", "true")
-    return request.headers.get("User-Agent", "").startswith(_PRETTY_AGENTS)
-
-
-def _watch_requested(request: web.Request) -> bool:
-    if "watch" not in request.query:
-        return False
-    return request.query.get("watch", "").lower() not in ("0", "false")
 
 
 class LeaseApiServer:
@@ -143,12 +105,13 @@ class LeaseApiServer:
             min_request_timeout=min_request_timeout,
             resource_version_wait=resource_version_wait,
         )
-        self._leases = LeaseHandlers(self._store, settings, wall_clock=_utcnow)
-        self._watches = WatchHandler(
-            self._store, settings, now=self._leases.now, closing=self._closing
+        leases = LeaseHandlers(self._store, settings, wall_clock=_utcnow)
+        self._router = Router(
+            leases,
+            WatchHandler(self._store, settings, now=leases.now, closing=self._closing),
+            NamespaceHandler(self._store, now=leases.now),
         )
-        self._namespace_api = NamespaceHandler(self._store, now=self._leases.now)
-        self.faults = FaultInjector(self._store.close_watchers)
+        self.faults = FaultInjector(self._store, self._closing)
         """The fault injector (see :class:`~leaderelect.testing.FaultInjector`)."""
         self.requests = RequestCounter()
         """Requests counted by verb, resource, user, namespace, name (and answers by code)."""
@@ -195,6 +158,7 @@ class LeaseApiServer:
             return
         self._state = "stopping"
         self._closing.set()
+        self.faults.release()
         self._store.close_watchers(lambda _: True)
         try:
             if self._runner is not None:
@@ -213,12 +177,7 @@ class LeaseApiServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     # -- addresses, users, kubeconfigs -----------------------------------------------------
@@ -281,7 +240,7 @@ class LeaseApiServer:
         token = self.token(user)
         return write_kubeconfig(
             self._tmpdir,
-            server=f"{self.url}/{_TOKEN_PREFIX}/{token}",
+            server=credential_url(self.url, token),
             user=user,
             token=token,
             namespace=namespace,
@@ -367,90 +326,13 @@ class LeaseApiServer:
                 return user.name
         return None
 
-    @staticmethod
-    def _split_credential(path: str) -> tuple[str, str | None]:
-        """Strip the ``/_token/<token>`` prefix kubeconfig URLs carry (see :meth:`kubeconfig`)."""
-        prefix = f"/{_TOKEN_PREFIX}/"
-        if not path.startswith(prefix):
-            return path, None
-        token, _, rest = path[len(prefix) :].partition("/")
-        return "/" + rest, token
-
-    def _parse(self, request: web.Request) -> tuple[RequestInfo, _Route | None]:
-        path, path_token = self._split_credential(request.path)
-        parts = [p for p in path.split("/")]
-        parts = parts[1:] if parts and parts[0] == "" else parts
-        if parts and parts[-1] == "":
-            parts = parts[:-1]
-        method = request.method
-        verb = method.lower()
-        route: _Route | None = None
-        resource = namespace = name = None
-        group = None
-        watch = False
-        rest: list[str] = []
-        if len(parts) >= 3 and parts[0] == "apis":
-            group, version, rest = parts[1], parts[2], parts[3:]
-        elif len(parts) >= 2 and parts[0] == "api":
-            group, version, rest = "", parts[1], parts[2:]
-        if group is not None and rest:
-            verb = {
-                "GET": "get",
-                "POST": "create",
-                "PUT": "update",
-                "PATCH": "patch",
-                "DELETE": "delete",
-            }.get(method, method.lower())
-            watch_prefix = rest[0] == "watch"
-            if watch_prefix:
-                rest = rest[1:]
-                verb = "watch"
-            if rest and rest[0] == "namespaces" and len(rest) > 1:
-                namespace = rest[1]
-                if len(rest) > 2:
-                    rest = rest[2:]
-            resource = rest[0] if rest else ""
-            if len(rest) >= 2:
-                name = rest[1]
-            if not name and verb == "get":
-                watch = _watch_requested(request)
-                verb = "watch" if watch else "list"
-                try:
-                    name = parse_field_selector(request.query.get("fieldSelector", "")).name
-                except ApiError:
-                    name = None
-            elif verb == "watch":
-                watch = True
-                if not name:
-                    try:
-                        name = parse_field_selector(request.query.get("fieldSelector", "")).name
-                    except ApiError:
-                        name = None
-            if not name and verb == "delete":
-                verb = "deletecollection"
-            route = _Route(group, version, tuple(rest), watch_prefix)
-        info = RequestInfo(
-            method=method,
-            path=path,
-            query={k: request.query.get(k, "") for k in request.query},
-            verb=verb,
-            resource=resource,
-            namespace=namespace or None,
-            name=name or None,
-            user=self._authenticate(request, path_token),
-            is_watch=watch,
-            remote=request.remote,
-            user_agent=request.headers.get("User-Agent", ""),
-            api_group=group if route is not None else None,
-        )
-        return info, route
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        info, route = self._parse(request)
+        info, route = parse_request(request, self._authenticate)
         self.requests.record(info)
-        fault = await self.faults.consult(info, "before")
-        if fault is not None:
-            return await self._inflict(fault, request, info)
+        exchange = _Exchange(self, request, info)
+        answer = await self._fault_hook(exchange, "before")
+        if answer is not None:
+            return answer
         try:
             outcome = await self._serve(request, info, route)
         except ApiError as exc:
@@ -462,39 +344,28 @@ class LeaseApiServer:
         if isinstance(outcome, web.StreamResponse):
             self.requests.record_answer(info, outcome.status)
             return outcome
-        fault = await self.faults.consult(info, "after")
-        if fault is not None:
-            return await self._inflict(fault, request, info)
-        response = self._render(request, outcome)
+        answer = await self._fault_hook(exchange, "after")
+        if answer is not None:
+            return answer
+        response = render(request, outcome)
         self.requests.record_answer(info, response.status)
         return response
 
-    async def _inflict(
-        self, fault: Fault, request: web.Request, info: RequestInfo
-    ) -> web.StreamResponse:
-        """Answer as the fault says (error), or never (hang, drop)."""
-        if isinstance(fault, ErrorResponse):
-            headers: list[tuple[str, str]] = []
-            details: dict[str, Any] | None = None
-            if fault.retry_after is not None:
-                headers.append(("Retry-After", str(fault.retry_after)))
-                details = {"retryAfterSeconds": fault.retry_after}
-            body = status_body(
-                fault.status, fault.effective_message, fault.effective_reason, details=details
-            )
-            response = self._render(request, Reply(fault.status, body, headers))
-            self.requests.record_answer(info, fault.status)
-            return response
-        if isinstance(fault, Hang):
-            await self._closing.wait()
-        elif not isinstance(fault, DropConnection):
-            raise TypeError(f"unknown fault {fault!r}")
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response(status=500)
+    async def _fault_hook(self, exchange: _Exchange, when: When) -> web.StreamResponse | None:
+        """The one place faults act: each fault the injector returns is inflicted in turn,
+        until one answers (or drops) the request."""
+        for fault in self.faults.consult(exchange.info, when):
+            try:
+                answer = await fault.inflict(exchange)
+            except ConnectionError:
+                # The client went away meanwhile (a cut or abandoned stream): nobody to answer.
+                return exchange.drop()
+            if answer is not None:
+                return answer
+        return None
 
     async def _serve(
-        self, request: web.Request, info: RequestInfo, route: _Route | None
+        self, request: web.Request, info: RequestInfo, route: Route | None
     ) -> Reply | web.StreamResponse:
         if info.user is None:
             raise unauthorized()
@@ -507,7 +378,7 @@ class LeaseApiServer:
             )
             if not allowed:
                 raise forbidden(info.user, info.verb, resource=None, path=info.path)
-            return self._non_resource(request, info)
+            return self._router.non_resource(request, info, f"{self._host}:{self.port}")
         group = route.group
         allowed = user is not None and user.allows(
             info.verb,
@@ -525,126 +396,42 @@ class LeaseApiServer:
                 namespace=info.namespace,
                 name=info.name,
             )
-        return await self._resource(request, info, route)
+        return await self._router.resource(Call(request, info, info.user), route)
 
-    async def _resource(
-        self, request: web.Request, info: RequestInfo, route: _Route
-    ) -> Reply | web.StreamResponse:
-        assert info.user is not None
-        call = Call(request, info, info.user)
-        leases = self._leases
-        method = request.method
-        if route.group == "" and route.version == "v1" and info.resource == "namespaces":
-            if len(route.parts) > 2:
-                raise path_not_found()
-            return await self._namespace_api.namespaces(call)
-        if route.group == GROUP and route.version == "v1" and info.resource == "leases":
-            parts = route.parts
-            if len(parts) > 2:
-                raise path_not_found()
-            named = len(parts) == 2
-            if route.watch_prefix:
-                if method != "GET":
-                    raise method_not_allowed()
-                return await self._watches.watch(call)
-            if named:
-                table: dict[str, Callable[[Call], Any]] = {
-                    "GET": leases.get,
-                    "PUT": leases.update,
-                    "PATCH": leases.patch,
-                    "DELETE": leases.delete,
-                }
-            else:
-                table = {"GET": self._watches.watch if info.is_watch else leases.list}
-                if info.namespace:
-                    table["POST"] = leases.create
-                    table["DELETE"] = leases.delete_collection
-            handler = table.get(method)
-            if handler is None:
-                raise method_not_allowed()
-            result: Reply | web.StreamResponse = await handler(call)
-            return result
-        if (route.group, route.version) in ((GROUP, "v1"), ("", "v1")):
-            raise path_not_found()
-        return _PAGE_NOT_FOUND
 
-    def _non_resource(self, request: web.Request, info: RequestInfo) -> Reply:
-        path = info.path.rstrip("/") or "/"
-        accept = request.headers.get("Accept", "")
-        aggregated = "as=APIGroupDiscoveryList" in accept and "v=v2" in accept
-        if request.method != "GET":
-            return Reply(
-                405,
-                status_body(
-                    405,
-                    "the server does not allow this method on the requested resource",
-                    "MethodNotAllowed",
-                    details={},
-                ),
-            )
-        if path == "/version":
-            return Reply(200, _discovery.VERSION_INFO, pretty=True)
-        if path in _HEALTH_PATHS or path.startswith(tuple(p + "/" for p in _HEALTH_PATHS)):
-            text = _discovery.health(path, "verbose" in request.query)
-            if text is None:
-                return _PAGE_NOT_FOUND
-            reply = Reply(200, text.encode(), content_type="text/plain; charset=utf-8")
-            if path in _HEALTH_PATHS:
-                reply.headers.append(("X-Content-Type-Options", "nosniff"))
-            return reply
-        discovery: Any = None
-        content_type = "application/json"
-        if path == "/api":
-            discovery = (
-                _discovery.aggregated_core()
-                if aggregated
-                else _discovery.api_versions(f"{self._host}:{self.port}")
-            )
-        elif path == "/api/v1":
-            discovery = _discovery.core_resource_list()
-        elif path == "/apis":
-            discovery = (
-                _discovery.aggregated_groups() if aggregated else _discovery.api_group_list()
-            )
-        elif path == f"/apis/{GROUP}":
-            discovery = _discovery.api_group()
-        elif path == f"/apis/{GROUP}/v1":
-            discovery = _discovery.api_resource_list()
-        elif path == "/openapi/v3":
-            return Reply(200, _discovery.openapi_index(), content_type="text/plain; charset=utf-8")
-        elif path == f"/openapi/v3/apis/{GROUP}/v1":
-            return Reply(200, _discovery.openapi_lease_document())
-        elif path.startswith("/openapi/v3/"):
-            return Reply(404, b"", content_type="")
-        elif path.startswith(f"/apis/{GROUP}/"):
-            raise path_not_found()
-        if discovery is None:
-            return _PAGE_NOT_FOUND
-        headers: list[tuple[str, str]] = []
-        if path in ("/api", "/apis"):
-            headers.append(("Vary", "Accept"))
-            if aggregated:
-                content_type = _discovery.AGGREGATED_DISCOVERY
-        return Reply(200, discovery, headers, content_type=content_type)
+class _Exchange:
+    """One request at the fault hook (see :class:`~leaderelect.testing._faults.Exchange`)."""
 
-    def _render(self, request: web.Request, reply: Reply) -> web.Response:
-        pretty = reply.pretty
-        if pretty is None:
-            pretty = _wants_pretty(request) or reply.status == 406
-        if isinstance(reply.body, bytes):
-            body = reply.body
-        else:
-            body = dumps(reply.body, pretty=pretty).encode()
-        response = web.Response(status=reply.status, body=body)
-        response.headers["Audit-Id"] = str(uuid.uuid4())
-        response.headers["Cache-Control"] = "no-cache, private"
-        if reply.content_type:
-            response.headers["Content-Type"] = reply.content_type
-        if reply.status in (403, 404) and reply.content_type.startswith("text/plain"):
-            response.headers["X-Content-Type-Options"] = "nosniff"
-        for key, value in reply.headers:
-            if key.lower() == "x-content-type-options":
-                response.headers[key] = value
-            else:
-                response.headers.add(key, value)
+    __slots__ = ("_server", "info", "request")
+
+    def __init__(self, server: LeaseApiServer, request: web.Request, info: RequestInfo) -> None:
+        self._server = server
+        self.request = request
+        self.info = info
+
+    @property
+    def resource_version(self) -> int:
+        return self._server.resource_version
+
+    def answer(
+        self, status: int, body: bytes | Mapping[str, Any], headers: Sequence[tuple[str, str]]
+    ) -> web.StreamResponse:
+        response = render(self.request, Reply(status, body, list(headers)))
+        self.answered(response.status)
         return response
+
+    async def open_stream(self) -> web.StreamResponse:
+        response = stream_response()
+        await response.prepare(self.request)
+        return response
+
+    def answered(self, status: int) -> None:
+        self._server.requests.record_answer(self.info, status)
+
+    async def hold(self, fault: Fault, seconds: float | None = None) -> None:
+        await self._server.faults.hold(fault, seconds)
+
+    def drop(self) -> web.StreamResponse:
+        if self.request.transport is not None:
+            self.request.transport.abort()
+        return web.Response(status=500)

@@ -13,9 +13,9 @@ import time
 
 import anyio
 import kubernetes_asyncio.client
+from _chaos import CHAOS_TIMINGS
 
 from leaderelect import LeaderElector, LeaseLock
-from leaderelect.testing._chaos import CHAOS_TIMINGS
 
 
 async def main(url: str, name: str, lease: str) -> None:

@@ -19,16 +19,21 @@ from typing import Any
 
 import anyio
 import pytest
+from _chaos import CHAOS_TIMINGS, ChaosCandidate
 
 from leaderelect import ConfigError, LeaderElector, LeaseLock, LossReason, Timings
-from leaderelect.testing import ErrorResponse, Fault, FaultHandle, Latency
-from leaderelect.testing._chaos import CHAOS_TIMINGS, ChaosApiServer, ChaosCandidate
-from leaderelect.testing._checker import (
+from leaderelect.testing import (
+    ErrorResponse,
+    Fault,
+    FaultHandle,
+    Latency,
     LeadershipLog,
+    LeaseApiServer,
+    RawResponse,
     check_lease_history,
     check_safety,
 )
-from leaderelect.testing._faults import RawResponse
+from leaderelect.testing._apiserver.status import status_body
 
 LEASE = "default/chaos"
 LD = CHAOS_TIMINGS.lease_duration
@@ -60,8 +65,21 @@ def test_more_invalid_timings_are_refused_naming_the_setting(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         Timings(**settings)
+    if None in settings.values():
+        return  # for LeaderElector, None means "not given": the default
     with pytest.raises(ConfigError, match=message):
         LeaderElector(_NoLock(), identity="x", **settings)  # type: ignore[arg-type]
+
+
+def test_timings_are_given_one_way_or_the_other() -> None:
+    elector = LeaderElector(_NoLock(), identity="x", retry_period=None)  # type: ignore[arg-type]
+    assert elector.timings == Timings()
+    short = Timings(lease_duration=4, renew_deadline=2.5, retry_period=0.5)
+    assert LeaderElector(_NoLock(), identity="x", timings=short).timings is short  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"either timings or renew_deadline, not both"):
+        LeaderElector(_NoLock(), identity="x", timings=short, renew_deadline=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"timings must be a leaderelect.Timings"):
+        LeaderElector(_NoLock(), identity="x", timings=(15, 10, 2))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -208,7 +226,7 @@ def _event(lease: Any) -> bytes:
 class Scene:
     """A healthy leader holding the real Lease, and a follower fed bad answers."""
 
-    def __init__(self, server: ChaosApiServer, log: LeadershipLog) -> None:
+    def __init__(self, server: LeaseApiServer, log: LeadershipLog) -> None:
         self.server = server
         self.log = log
         self.leader: ChaosCandidate
@@ -221,7 +239,7 @@ class Scene:
 
 @contextlib.asynccontextmanager
 async def scene(*faults: Fault) -> AsyncIterator[Scene]:
-    server = ChaosApiServer()
+    server = LeaseApiServer()
     async with server, anyio.create_task_group() as tg:
         log = LeadershipLog()
         run = Scene(server, log)
@@ -238,7 +256,7 @@ async def scene(*faults: Fault) -> AsyncIterator[Scene]:
             yield run
         finally:
             server.faults.clear()
-            server.release()
+            server.faults.release()
             run.leader.stop()
             run.victim.stop()
 
@@ -372,18 +390,7 @@ async def test_a_watch_stream_of_garbage_is_logged_and_the_follower_polls(
 
 
 def _status(code: int, reason: str, message: str, **details: Any) -> bytes:
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if details:
-        body["details"] = details
-    return json.dumps(body).encode()
+    return json.dumps(status_body(code, message, reason, details=details or None)).encode()
 
 
 API_ERRORS: list[Any] = [

@@ -21,24 +21,21 @@ from typing import Any
 
 import anyio
 import pytest
+from _chaos import CHAOS_TIMINGS, ChaosCandidate, suspend_loop
 from anyio.abc import TaskGroup
 
 from leaderelect import FencingToken, Leadership, LossReason
-from leaderelect.testing import Hang, Latency
-from leaderelect.testing._chaos import (
-    CHAOS_TIMINGS,
-    ChaosApiServer,
-    ChaosCandidate,
-    suspend_loop,
-)
-from leaderelect.testing._checker import (
+from leaderelect.testing import (
     ElectionViolation,
+    Hang,
+    Latency,
     LeadershipLog,
+    LeaseApiServer,
+    StallWatch,
     check_lease_history,
     check_safety,
     liveness_bound,
 )
-from leaderelect.testing._faults import StallWatch
 
 LEASE = "default/chaos"
 MARGIN = CHAOS_TIMINGS.lease_duration - CHAOS_TIMINGS.renew_deadline
@@ -48,7 +45,7 @@ BOUND = liveness_bound(CHAOS_TIMINGS)
 class Election:
     """A server, a log and candidates, all stopped when the block ends."""
 
-    def __init__(self, server: ChaosApiServer, tg: TaskGroup) -> None:
+    def __init__(self, server: LeaseApiServer, tg: TaskGroup) -> None:
         self.server = server
         self.log = LeadershipLog()
         self.candidates: list[ChaosCandidate] = []
@@ -108,14 +105,14 @@ class Election:
 
 @contextlib.asynccontextmanager
 async def election() -> AsyncIterator[Election]:
-    server = ChaosApiServer()
+    server = LeaseApiServer()
     async with server, anyio.create_task_group() as tg:
         run = Election(server, tg)
         try:
             yield run
         finally:
             server.faults.clear()
-            server.release()
+            server.faults.release()
             for candidate in run.candidates:
                 candidate.stop()
 
@@ -237,7 +234,7 @@ async def test_a_host_whose_clock_stopped_believes_it_leads_until_the_lease_says
         # c0's watch goes silent (it looks healthy: no fallback to reading), so only its own
         # next renewal can tell it about c1.
         run.server.faults.add(StallWatch(user="c0"))
-        assert run.server.stall_watches(user="c0") == 1
+        assert run.server.faults.stall_watches(user="c0") == 1
         suspend_now.set()
         await run.wait_for(lambda: bool(c0.losses) and bool(c1.leaderships))
         renewals_refused = run.server.requests.count(verb="update", user="c0", code=409)

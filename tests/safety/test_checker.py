@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from leaderelect import Timings
-from leaderelect.testing import WriteRecord
-from leaderelect.testing._checker import (
+from leaderelect.testing import (
     ElectionViolation,
     LeadershipLog,
     WorkInterval,
+    WriteRecord,
     check_election,
     check_lease_history,
     check_liveness,

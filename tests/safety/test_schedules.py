@@ -28,8 +28,7 @@ import time
 
 import anyio
 import pytest
-
-from leaderelect.testing._chaos import (
+from _chaos import (
     Kill,
     LoopStall,
     Schedule,
@@ -39,7 +38,8 @@ from leaderelect.testing._chaos import (
     random_schedule,
     run_schedules,
 )
-from leaderelect.testing._checker import ElectionViolation
+
+from leaderelect.testing import ElectionViolation
 
 SEED_VARIABLE = "LEADERELECT_SEED"
 COUNT_VARIABLE = "LEADERELECT_SCHEDULES"

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from leaderelect import FencingToken, Leadership, Timings
-from leaderelect._lock import LeaseSnapshot
-from leaderelect._record import LeaseRecord
+from leaderelect import FencingToken, Leadership
 
 
 class FakeClock:
@@ -21,14 +19,12 @@ class FakeClock:
 
 
 def make_term(clock: FakeClock) -> Leadership:
-    record = LeaseRecord(holder_identity="me", lease_duration_seconds=15, lease_transitions=4)
     return Leadership(
         identity="me",
         lease="default/x",
-        snapshot=LeaseSnapshot(record=record, resource_version="7", uid="uid-1", obj={}),
+        token=FencingToken("uid-1", 4),
         acquired_at=clock.utcnow(),
-        sent_at=clock.now,
-        timings=Timings(),
+        deadline=clock.now + 10.0,
         clock=clock,
     )
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import anyio
 import pytest
 
-from leaderelect._lock import LeaseSnapshot
-from leaderelect._observer import LeaseView
+from leaderelect._lease_client import LeaseSnapshot
 from leaderelect._record import LeaseRecord
+from leaderelect._view import LeaseView
 
 LONG_AGO = datetime(2001, 1, 1, tzinfo=timezone.utc)
 

@@ -1,0 +1,398 @@
+"""LeaseLock: the :class:`~leaderelect._lease_client.LeaseClient` over kubernetes_asyncio.
+
+Requests are sent as plain JSON dicts we build ourselves, and answers are read raw
+(``_preload_content=False``) and parsed in ``_snapshot.py``: kubernetes_asyncio's models would
+format a ``MicroTime`` without its fraction when ``microsecond == 0`` (the server answers 400),
+and would crash deserialising a Lease someone else wrote badly. Failures become the
+:mod:`leaderelect._errors` tree in ``_errors.py``; the watch stream is read in ``_watch.py``;
+kubeconfig and service-account loading is in ``_connect.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, final
+
+import anyio
+import kubernetes_asyncio.client
+
+from .._lease_client import LeaseSnapshot, WatchEvent
+from .._record import LeaseRecord, spec_from_record
+from ._connect import load_in_cluster, load_kubeconfig, pod_namespace
+from ._errors import is_lease_404, map_errors, status_error
+from ._names import validate_name, validate_namespace
+from ._snapshot import snapshot_from_body
+from ._watch import LeaseWatch
+
+__all__ = ["LeaseLock"]
+
+logger = logging.getLogger(__name__)
+
+_API_VERSION = "coordination.k8s.io/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@final
+class LeaseLock:
+    """A ``coordination.k8s.io/v1`` Lease reached through kubernetes_asyncio.
+
+    The lock is stateless: every call states its own precondition, and every answer is a fresh
+    :class:`LeaseSnapshot`.
+
+    Args:
+        api_client: the kubernetes_asyncio client to send requests with. The lock does not
+            close it; use :meth:`from_kubeconfig` or :meth:`in_cluster` for a lock that owns
+            its client.
+        name: the Lease's name (an RFC 1123 subdomain).
+        namespace: the Lease's namespace (an RFC 1123 label).
+
+    Raises:
+        ConfigError: ``name`` or ``namespace`` is not a valid Kubernetes name.
+
+    Example:
+        ```python
+        async with await LeaseLock.from_kubeconfig("billing", "ops") as lock:
+            elector = LeaderElector(lock, identity=pod_name)
+        ```
+    """
+
+    name: str
+    """The Lease's name."""
+    namespace: str
+    """The Lease's namespace."""
+
+    def __init__(
+        self,
+        api_client: kubernetes_asyncio.client.ApiClient,
+        name: str,
+        namespace: str = "default",
+    ) -> None:
+        validate_name(name)
+        validate_namespace(namespace)
+        self.name = name
+        self.namespace = namespace
+        self._api_client = api_client
+        self._api = kubernetes_asyncio.client.CoordinationV1Api(api_client)
+        self._owns_client = False
+        self._closed = False
+
+    @classmethod
+    async def from_kubeconfig(
+        cls,
+        name: str,
+        namespace: str | None = None,
+        *,
+        config_file: str | os.PathLike[str] | None = None,
+        context: str | None = None,
+    ) -> LeaseLock:
+        """Build a lock, and the API client it owns, from a kubeconfig file.
+
+        Args:
+            name: the Lease's name.
+            namespace: the Lease's namespace; by default the context's namespace, else
+                ``"default"``.
+            config_file: the kubeconfig; by default ``$KUBECONFIG``, else ``~/.kube/config``.
+            context: the kubeconfig context to use; by default its current context.
+
+        Returns:
+            A lock that closes its API client in :meth:`aclose`.
+
+        Raises:
+            ConfigError: a name is invalid, or the kubeconfig cannot be loaded.
+        """
+        validate_name(name)
+        if namespace is not None:
+            validate_namespace(namespace)
+        configuration, context_namespace = await load_kubeconfig(config_file, context)
+        if namespace is None:
+            namespace = context_namespace or "default"
+            validate_namespace(namespace)
+        return await cls._owning(configuration, name, namespace)
+
+    @classmethod
+    async def in_cluster(cls, name: str, namespace: str | None = None) -> LeaseLock:
+        """Build a lock, and the API client it owns, from the pod's service account.
+
+        Args:
+            name: the Lease's name.
+            namespace: the Lease's namespace; by default the pod's own namespace, read from
+                ``/var/run/secrets/kubernetes.io/serviceaccount/namespace``.
+
+        Returns:
+            A lock that closes its API client in :meth:`aclose`.
+
+        Raises:
+            ConfigError: a name is invalid, or the process is not running in a pod.
+        """
+        validate_name(name)
+        if namespace is not None:
+            validate_namespace(namespace)
+        configuration = await load_in_cluster()
+        if namespace is None:
+            namespace = await pod_namespace()
+            validate_namespace(namespace)
+        return await cls._owning(configuration, name, namespace)
+
+    @classmethod
+    async def _owning(
+        cls, configuration: kubernetes_asyncio.client.Configuration, name: str, namespace: str
+    ) -> LeaseLock:
+        from .. import __version__
+
+        api_client = kubernetes_asyncio.client.ApiClient(configuration)
+        api_client.user_agent = f"leaderelect/{__version__}"
+        try:
+            lock = cls(api_client, name, namespace)
+        except BaseException:
+            await api_client.close()
+            raise
+        lock._owns_client = True
+        return lock
+
+    @property
+    def lease(self) -> str:
+        """``"namespace/name"`` of the Lease."""
+        return f"{self.namespace}/{self.name}"
+
+    def __repr__(self) -> str:
+        return f"LeaseLock(name={self.name!r}, namespace={self.namespace!r})"
+
+    async def aclose(self) -> None:
+        """Close the lock; closes its API client only if the lock created it."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            await self._api_client.close()
+
+    async def __aenter__(self) -> LeaseLock:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # ---------------------------------------------------------------------------- the verbs
+
+    async def get(self, *, timeout: float) -> LeaseSnapshot | None:  # noqa: ASYNC109
+        """Read the Lease.
+
+        Args:
+            timeout: seconds to wait for the whole answer.
+
+        Returns:
+            The Lease, or ``None`` when it does not exist.
+
+        Raises:
+            LeaseNotFound: the server says the namespace does not exist.
+            LeaseForbidden: the credentials may not ``get`` leases here.
+            ApiUnavailable: no answer in time, a connection error, 429 or 5xx.
+            LeaseError: any other failure, or an answer that is not a Lease.
+        """
+        reply = await self._send(
+            "get",
+            timeout,
+            self._api.read_namespaced_lease,
+            self.name,
+            self.namespace,
+            missing_ok=True,
+        )
+        if reply.status == 404:
+            return None
+        return self._snapshot("get", reply)
+
+    async def create(self, record: LeaseRecord, *, timeout: float) -> LeaseSnapshot:  # noqa: ASYNC109
+        """Create the Lease holding ``record``.
+
+        Args:
+            record: the leader-election record to store.
+            timeout: seconds to wait for the whole answer.
+
+        Returns:
+            The Lease as created.
+
+        Raises:
+            LeaseConflict: the Lease already exists.
+            LeaseNotFound: the namespace does not exist.
+            LeaseForbidden: the credentials may not ``create`` leases here.
+            LeaseInvalid: the server rejected the record.
+            ApiUnavailable: no answer in time, a connection error, 429 or 5xx. The write
+                may still have been applied: read the Lease again before deciding.
+        """
+        body = {
+            "apiVersion": _API_VERSION,
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": spec_from_record(record),
+        }
+        reply = await self._send(
+            "create", timeout, self._api.create_namespaced_lease, self.namespace, body
+        )
+        return self._snapshot("create", reply)
+
+    async def update(
+        self,
+        record: LeaseRecord,
+        *,
+        base: LeaseSnapshot,
+        timeout: float,  # noqa: ASYNC109
+    ) -> LeaseSnapshot:
+        """Replace the Lease's spec with ``record``, only if the Lease is still at ``base``.
+
+        The whole ``base.obj`` is sent back (labels, annotations and other metadata kept) with
+        its spec replaced and ``metadata.resourceVersion`` set to ``base.resource_version``.
+        Because ``metadata.uid`` goes back too, a Lease deleted since ``base`` was read is not
+        silently created again: the server answers 409.
+
+        Args:
+            record: the leader-election record to store.
+            base: the snapshot this write is based on.
+            timeout: seconds to wait for the whole answer.
+
+        Returns:
+            The Lease as updated.
+
+        Raises:
+            LeaseConflict: the Lease changed, or was deleted, since ``base`` was read.
+            LeaseNotFound: the namespace does not exist.
+            LeaseForbidden: the credentials may not ``update`` leases here.
+            LeaseInvalid: the server rejected the record.
+            ApiUnavailable: no answer in time, a connection error, 429 or 5xx. The write
+                may still have been applied: read the Lease again before deciding.
+        """
+        body = copy.deepcopy(dict(base.obj))
+        metadata = dict(body.get("metadata") or {})
+        metadata["name"] = self.name
+        metadata["namespace"] = self.namespace
+        metadata["resourceVersion"] = base.resource_version
+        body["apiVersion"] = _API_VERSION
+        body["kind"] = "Lease"
+        body["metadata"] = metadata
+        body["spec"] = spec_from_record(record)
+        reply = await self._send(
+            "update",
+            timeout,
+            self._api.replace_namespaced_lease,
+            self.name,
+            self.namespace,
+            body,
+            resource_version=base.resource_version,
+        )
+        return self._snapshot("update", reply)
+
+    def watch(
+        self, *, resource_version: str | None, timeout_seconds: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
+        """Watch this Lease only, resumed from ``resource_version``.
+
+        The iterator ends when the server closes the stream, which it does after
+        ``timeout_seconds``; if it has not after ``timeout_seconds`` plus a few seconds, the
+        stream is taken as stalled. Leaving the context always closes the HTTP response.
+
+        Bookmarks are asked for when resuming from ``resource_version``; without one (a
+        plain watch that starts with the current Lease) they are not, because kube-apiserver
+        would then serve a watch-list stream instead.
+
+        Args:
+            resource_version: resume after this version; ``None`` starts with an ``ADDED``
+                event for the current Lease, if there is one.
+            timeout_seconds: how long the server should keep the stream open (at least 1).
+
+        Returns:
+            An async context manager whose value iterates the events.
+
+        Raises:
+            WatchExpired: ``resource_version`` is too old (410); re-read, then re-watch.
+            ApiUnavailable: the stream stalled, broke, or the server is unavailable.
+            LeaseInvalid: the server sent something that is not a watch event.
+            LeaseError: the server ended the watch with another error.
+        """
+        if isinstance(timeout_seconds, bool) or not isinstance(timeout_seconds, int):
+            raise TypeError(f"timeout_seconds must be an int, got {timeout_seconds!r}")
+        if timeout_seconds < 1:
+            raise ValueError(f"timeout_seconds must be at least 1, got {timeout_seconds}")
+        return LeaseWatch(
+            self._api,
+            self.name,
+            self.namespace,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+            ensure_open=self._ensure_open,
+        )
+
+    # ---------------------------------------------------------------------------- plumbing
+
+    async def _send(
+        self,
+        verb: str,
+        timeout: float,  # noqa: ASYNC109
+        method: Callable[..., Awaitable[Any]],
+        *args: Any,
+        missing_ok: bool = False,
+        resource_version: str | None = None,
+    ) -> _Reply:
+        """Call ``method(*args)`` of the API and read its whole answer within ``timeout`` seconds.
+
+        Bodies in ``args`` are plain dicts (module docstring), and the answer is read raw.
+        Returns the 2xx answer, or with ``missing_ok`` also a 404 saying this Lease is missing;
+        raises the mapped error for anything else.
+        """
+        self._ensure_open()
+        _check_timeout(timeout)
+        with (
+            map_errors(verb, name=self.name, namespace=self.namespace, timeout=timeout),
+            anyio.fail_after(timeout),
+        ):
+            response = await method(*args, _preload_content=False, _request_timeout=timeout)
+            try:
+                body = await response.read()
+            except BaseException:
+                response.close()
+                raise
+            response.release()
+        reply = _Reply(response.status, body, response.headers)
+        logger.debug(
+            "%s lease %s: HTTP %d",
+            verb,
+            self.lease,
+            reply.status,
+            extra={"lease": self.lease, "verb": verb, "status": reply.status},
+        )
+        if 200 <= reply.status < 300:
+            return reply
+        if missing_ok and reply.status == 404 and is_lease_404(reply.body):
+            return reply
+        raise status_error(
+            verb,
+            reply.status,
+            name=self.name,
+            namespace=self.namespace,
+            body=reply.body,
+            headers=reply.headers,
+            resource_version=resource_version,
+        )
+
+    def _snapshot(self, verb: str, reply: _Reply) -> LeaseSnapshot:
+        return snapshot_from_body(reply.body, status=reply.status, verb=verb, lease=self.lease)
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+
+
+def _check_timeout(timeout: float) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number of seconds, got {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
