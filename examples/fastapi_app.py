@@ -11,7 +11,8 @@ reconciler and accepts ``POST /reconcile``; the others answer 503, naming the le
 is for Prometheus.
 
 It uses ``$KUBECONFIG`` (else ``~/.kube/config``), or the pod's service account when it runs
-in a cluster. The identity is ``$POD_NAME``, else ``<hostname>_<uuid>``.
+in a cluster. The identity is ``$POD_NAME`` with a random suffix (unique to each process, so
+every worker of ``uvicorn --workers N`` is a candidate of its own), else ``<hostname>_<uuid>``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ async def open_lock(name: str) -> LeaseLock:
 
 # --8<-- [start:app]
 def create_app(*, identity: str | None = None) -> FastAPI:
-    """The application; ``identity`` defaults to ``$POD_NAME``, else ``<hostname>_<uuid>``."""
+    """The application; ``identity`` defaults to ``default_identity()``: ``<$POD_NAME>_<8 hex>``."""
     registry = CollectorRegistry()  # this app's metrics, served at /metrics
     metrics = PrometheusMetrics(registry)  # the election's series
     reconciliations = Counter("reconciliations", "Reconciliations run.", registry=registry)

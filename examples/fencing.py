@@ -18,13 +18,20 @@ class FencedStore:
 
     def __init__(self) -> None:
         self._data: dict[str, tuple[FencingToken, str]] = {}
+        self._retired: set[str] = set()  # uids of Lease objects that were replaced
 
     def write(self, key: str, value: str, token: FencingToken) -> None:
+        if token.lease_uid in self._retired:
+            raise StaleLeader(f"{key}: token {token} is from a Lease that was replaced")
         current = self._data.get(key)
         if current is not None:
             seen, _ = current
-            same_lease = seen.lease_uid == token.lease_uid
-            if same_lease and token.transitions < seen.transitions:
+            if not token.same_lease(seen):
+                # The Lease was deleted and created again: a new uid, counting from 0. The
+                # election waits out the old holder's claim before the new object's first
+                # term, so the new uid is the later one; the old one is never accepted again.
+                self._retired.add(seen.lease_uid)
+            elif token < seen:
                 raise StaleLeader(f"{key}: token {token} is older than {seen}")
         self._data[key] = (token, value)
 
@@ -44,6 +51,12 @@ def main() -> None:
     store.write("config", "written by term 4", new)
     try:
         store.write("config", "late write from term 3", old)
+    except StaleLeader as exc:
+        print(f"rejected: {exc}")
+    recreated = FencingToken(lease_uid="9d2a77c0", transitions=0)  # the Lease was recreated
+    store.write("config", "written by the recreated lease's first term", recreated)
+    try:
+        store.write("config", "late write from term 4", new)
     except StaleLeader as exc:
         print(f"rejected: {exc}")
     print(f"config = {store.read('config')!r}")

@@ -32,11 +32,13 @@ from ._clock import Clock, LoopClock, loop_time
 from ._config import Timings
 from ._errors import ConfigError, LeaseConflict, LeaseError, LeaseNotFound
 from ._follow import follow
+from ._guard import GuardedMetrics
 from ._identity import default_identity
 from ._kube import LeaseLock
 from ._lease_client import LeaseSnapshot
+from ._record import LeaseRecord
 from ._tasks import BackgroundTasks
-from ._term import Leadership, LeadershipLost, Term, holder_record
+from ._term import FencingToken, Leadership, LeadershipLost, Term, holder_record, release
 from ._view import LeaseView
 from .metrics import MetricsSink, NoopMetrics
 
@@ -107,17 +109,22 @@ class LeaderElector:
         self._lock = lock
         self._release_on_cancel = bool(release_on_cancel)
         self._watch = bool(watch)
-        self._metrics: MetricsSink = metrics if metrics is not None else NoopMetrics()
+        self._metrics: MetricsSink = GuardedMetrics(
+            metrics if metrics is not None else NoopMetrics()
+        )
         self._metrics.leading_changed(lock.lease, False)  # a follower reports 0 from the start
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
         self._busy = False
         self._term: Term | None = None
+        self._last_won: FencingToken | None = None
+        """The token of the last term this elector won: a record naming our identity is ours
+        only if it is that term (another process may share our identity)."""
         self._view: LeaseView | None = None
         """The view while anything follows the Lease: the shared one, or a term's own."""
         self._shared_view: LeaseView | None = None
         """The view of ``async with elector:``, kept between terms."""
-        self._following_tasks: BackgroundTasks | None = None
+        self._entered: contextlib.AsyncExitStack | None = None
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._last_leader: str | None = None
 
@@ -186,39 +193,41 @@ class LeaderElector:
         each following the Lease for as long as it runs. Inside ``async with elector:`` they
         share one watch instead, and ``elector.leader`` stays current between terms.
         """
-        if self._following_tasks is not None:
+        if self._entered is not None:
             raise RuntimeError(f"elector {self._identity!r} is already entered")
-        tasks = BackgroundTasks()
-        view = await self._start_following(tasks)
-        self._following_tasks = tasks
+        stack = contextlib.AsyncExitStack()
+        try:
+            view = await self._follow_in(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._entered = stack
         self._shared_view = self._view = view
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        tasks = self._following_tasks
-        assert tasks is not None, "LeaderElector.__aexit__ without __aenter__"
-        self._following_tasks = self._shared_view = self._view = None
-        await tasks.close()
+        stack = self._entered
+        assert stack is not None, "LeaderElector.__aexit__ without __aenter__"
+        self._entered = self._shared_view = self._view = None
+        await stack.aclose()
 
-    async def _start_following(self, tasks: BackgroundTasks) -> LeaseView:
-        """Enter ``tasks``, keep a new view current in them; returns after the first read."""
+    async def _follow_in(self, stack: contextlib.AsyncExitStack) -> LeaseView:
+        """Keep a new view current until ``stack`` closes; returns after the first read."""
+        # While we follow, our requests use connections of their own (see LeaseLock).
+        await stack.enter_async_context(self._lock.reserved())
+        task_group = await stack.enter_async_context(BackgroundTasks())
         view = LeaseView()
-        task_group = await tasks.__aenter__()
-        try:
-            await task_group.start(
-                partial(
-                    follow,
-                    self._lock,
-                    view,
-                    timings=self._timings,
-                    clock=self._clock,
-                    rng=self._rng,
-                    watch=self._watch,
-                )
+        await task_group.start(
+            partial(
+                follow,
+                self._lock,
+                view,
+                timings=self._timings,
+                clock=self._clock,
+                rng=self._rng,
+                watch=self._watch,
             )
-        except BaseException:
-            await tasks.close()
-            raise
+        )
         self._last_leader = view.holder
         view.add_listener(self._notify_leader)
         return view
@@ -229,14 +238,12 @@ class LeaderElector:
         if self._shared_view is not None:
             yield self._shared_view
             return
-        tasks = BackgroundTasks()
-        view = await self._start_following(tasks)
-        self._view = view
-        try:
-            yield view
-        finally:
-            self._view = None
-            await tasks.close()
+        async with contextlib.AsyncExitStack() as stack:
+            self._view = await self._follow_in(stack)
+            try:
+                yield self._view
+            finally:
+                self._view = None
 
     def _notify_leader(self, snapshot: LeaseSnapshot | None) -> None:
         holder = (
@@ -401,7 +408,7 @@ class LeaderElector:
                 send.send_nowait(leader)
 
         async with contextlib.AsyncExitStack() as stack:
-            if self._following_tasks is None:
+            if self._entered is None:
                 await stack.enter_async_context(self)  # one watch for every term
             tasks = await stack.enter_async_context(BackgroundTasks())
             if on_new_leader is not None:
@@ -456,6 +463,37 @@ class LeaderElector:
 
     # -- the campaign ---------------------------------------------------------------------
 
+    def _is_ours(self, snapshot: LeaseSnapshot) -> bool:
+        """True when ``snapshot`` records the last term this very elector won.
+
+        A record that merely names our identity may have been written by another process
+        sharing it (two workers of one pod, a restart): that holder's claim expires like any
+        other's.
+        """
+        won = self._last_won
+        return (
+            won is not None
+            and snapshot.record.holder_identity == self._identity
+            and snapshot.uid == won.lease_uid
+            and snapshot.record.lease_transitions == won.transitions
+        )
+
+    def _claim_ends(self, view: LeaseView) -> float:
+        """Until when (our monotonic clock) another holder's claim on the lease must be waited
+        out; ``-inf`` when the lease may be taken now."""
+        fallback = self._timings.lease_duration
+        snapshot = view.snapshot
+        if snapshot is None:
+            # Deleted while held: the holder may still be working (cut off, it learns nothing
+            # of the deletion), so its claim is waited out as if the Lease were there.
+            deleted = view.deleted_holder
+            if deleted is None or self._is_ours(deleted):
+                return -math.inf
+            return view.deleted_claim_ends(fallback)
+        if snapshot.record.is_free or self._is_ours(snapshot):
+            return -math.inf
+        return view.expires_at(fallback)
+
     async def _campaign(self, view: LeaseView) -> Term:
         """Wait for the lease to be free or expired, and take it; returns the new term."""
         timings, clock = self._timings, self._clock
@@ -463,16 +501,10 @@ class LeaderElector:
         while True:
             since = view.version
             snapshot = view.snapshot
-            held_by_other = (
-                snapshot is not None
-                and not snapshot.record.is_free
-                and snapshot.record.holder_identity != self._identity
-            )
-            if held_by_other:
-                expires = view.expires_at(timings.lease_duration)
-                if clock.monotonic() < expires:
-                    await view.wait_for_change(since, loop_time(clock, expires))
-                    continue
+            claim_ends = self._claim_ends(view)
+            if clock.monotonic() < claim_ends:
+                await view.wait_for_change(since, loop_time(clock, claim_ends))
+                continue
             sent_at = clock.monotonic()
             now = clock.utcnow()
             transitions = 0 if snapshot is None else snapshot.record.lease_transitions + 1
@@ -480,14 +512,7 @@ class LeaderElector:
                 self._identity, timings, transitions=transitions, acquired=now, renewed=now
             )
             try:
-                if snapshot is None:
-                    won = await self._lock.create(record, timeout=timings.renew_deadline / 2)
-                else:
-                    # A takeover; also when the record names us (a restart with a stable
-                    # identity): a new term gets a new fencing token either way.
-                    won = await self._lock.update(
-                        record, base=snapshot, timeout=timings.renew_deadline / 2
-                    )
+                won = await self._claim(record, snapshot)
             except LeaseConflict:
                 # Someone else won the race, or our view was stale. The watch will tell us
                 # who; read only if it has not within a retry period.
@@ -506,7 +531,8 @@ class LeaderElector:
             except LeaseError as exc:
                 await anyio.sleep(pacer.failed(exc))
                 continue
-            view.update(won, sent_at)
+            view.update(won, sent_at, authoritative=True)
+            self._last_won = FencingToken(won.uid, won.record.lease_transitions)
             logger.info(
                 "lease %s acquired by %s (transitions=%d)",
                 self.lease,
@@ -527,13 +553,61 @@ class LeaderElector:
                 release_on_exit=self._release_on_cancel,
             )
 
+    async def _claim(self, record: LeaseRecord, base: LeaseSnapshot | None) -> LeaseSnapshot:
+        """Write our claim: create the Lease, or take it over from ``base``.
+
+        Also when the record names us (a restart with a stable identity): a new term gets a
+        new fencing token either way. If we are cancelled while the write is in flight, it
+        may still have been applied, with nobody left to lead or renew: then we release it.
+        """
+        timeout = self._timings.renew_deadline / 2
+        try:
+            if base is None:
+                return await self._lock.create(record, timeout=timeout)
+            return await self._lock.update(record, base=base, timeout=timeout)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._release_if_written(record)
+            raise
+
+    async def _release_if_written(self, record: LeaseRecord) -> None:
+        def is_our_claim(snapshot: LeaseSnapshot | None) -> bool:
+            return snapshot is not None and (
+                snapshot.record.holder_identity == record.holder_identity
+                and snapshot.record.lease_transitions == record.lease_transitions
+                and snapshot.record.acquire_time == record.acquire_time
+            )
+
+        with anyio.move_on_after(self._timings.renew_deadline):
+            try:
+                current = await self._lock.get(timeout=self._timings.renew_deadline / 2)
+            except LeaseError as exc:
+                logger.warning(
+                    "campaign for lease %s cancelled mid-write, and reading it failed: %s; if "
+                    "the write was applied, followers take the lease over when it expires",
+                    self.lease,
+                    exc,
+                )
+                return
+            if is_our_claim(current):
+                logger.info("campaign for lease %s cancelled after its write won", self.lease)
+                await release(
+                    self._lock,
+                    current,
+                    owns=is_our_claim,
+                    identity=self._identity,
+                    timings=self._timings,
+                    clock=self._clock,
+                    rng=self._rng,
+                )
+
     async def _refresh(self, view: LeaseView) -> None:
         try:
             snapshot = await self._lock.get(timeout=self._timings.renew_deadline / 2)
         except LeaseError as exc:
             logger.debug("reading lease %s failed: %s", self.lease, exc)
             return
-        view.update(snapshot, self._clock.monotonic())
+        view.update(snapshot, self._clock.monotonic(), authoritative=True)
 
 
 def _resolve_timings(

@@ -1,8 +1,9 @@
 """Keeping a ``LeaseView`` current: one GET, then a watch on this single Lease.
 
 The watch is resumed from the last resourceVersion, so followers make no steady-state
-requests at all. While the watch is failing the view is polled (a GET every jittered
-``retry_period``), and for good when RBAC forbids watching; ``watch=False`` polls like
+requests at all. While the watch is failing, or RBAC forbids watching, the view is polled (a
+GET every jittered ``retry_period``) and the watch tried again; a watch that stays open but
+says nothing for longer than the Lease gives it is replaced. ``watch=False`` polls like
 client-go.
 """
 
@@ -35,6 +36,22 @@ _SHORTEST_WATCH = 1.0
 _WATCH_FAILURES_BEFORE_WARNING = 3
 
 
+def _silence_bound(view: LeaseView, timings: Timings, quiet: int) -> float:
+    """How long a watch may say nothing before it is replaced.
+
+    A holder writes every retry_period, so a held Lease that is silent for a whole lease
+    duration has either lost its holder (a campaign then writes, and learns the truth) or a
+    dead watch. A free or absent Lease may rightly stay silent: it gets four lease durations.
+    Each replacement that a re-read shows was right to be quiet doubles the bound, up to the
+    watch's own timeout, so a quiet Lease costs a follower almost nothing.
+    """
+    if view.holder is None:
+        base = 4 * timings.lease_duration
+    else:
+        base = view.expires_at(timings.lease_duration) - view.changed_at
+    return float(min(base * 2.0**quiet, _WATCH_SECONDS[1]))
+
+
 async def follow(
     lock: LeaseClient,
     view: LeaseView,
@@ -50,6 +67,7 @@ async def follow(
     With ``watch=False`` it polls like client-go: a GET every jittered ``retry_period``.
     """
     request_timeout = timings.renew_deadline / 2
+
     backoff = Backoff(timings.retry_period / 4, 4 * timings.retry_period, rng)
     started = False
     polling_announced = False
@@ -61,7 +79,7 @@ async def follow(
         except LeaseError as exc:
             logger.warning("reading lease %s failed: %s", lock.lease, exc)
             return False
-        view.update(snapshot, clock.monotonic())
+        view.update(snapshot, clock.monotonic(), authoritative=True)
         if not started:
             started = True
             task_status.started()
@@ -88,23 +106,49 @@ async def follow(
         await poll_for(math.inf)
     resource_version = view.snapshot.resource_version if view.snapshot is not None else None
 
+    forbidden_announced = False
+    quiet = 0  # consecutive silent watches that a re-read showed nothing new for
     while True:
         opened_at = clock.monotonic()
+        silence = anyio.CancelScope(
+            deadline=anyio.current_time() + _silence_bound(view, timings, quiet)
+        )
         try:
-            async with lock.watch(
-                resource_version=resource_version,
-                timeout_seconds=rng.randint(*_WATCH_SECONDS),
-            ) as events:
-                async for event in events:
-                    resource_version = event.resource_version
-                    if event.type is WatchEventType.BOOKMARK:
-                        continue
-                    if backoff.failures:
-                        logger.info("watch on lease %s recovered", lock.lease)
-                        backoff.reset()
-                        polling_announced = False
-                    snapshot = None if event.type is WatchEventType.DELETED else event.snapshot
-                    view.update(snapshot, clock.monotonic())
+            with silence:
+                async with lock.watch(
+                    resource_version=resource_version,
+                    timeout_seconds=rng.randint(*_WATCH_SECONDS),
+                ) as events:
+                    async for event in events:
+                        silence.deadline = anyio.current_time() + _silence_bound(
+                            view, timings, quiet=0
+                        )
+                        resource_version = event.resource_version
+                        if event.type is WatchEventType.BOOKMARK:
+                            continue
+                        quiet = 0
+                        if backoff.failures or forbidden_announced:
+                            logger.info("watch on lease %s recovered", lock.lease)
+                            backoff.reset()
+                            polling_announced = forbidden_announced = False
+                        if event.type is WatchEventType.DELETED:
+                            view.update(None, clock.monotonic(), version=event.resource_version)
+                        else:
+                            view.update(event.snapshot, clock.monotonic())
+            if silence.cancelled_caught:
+                # A watch can stay open and say nothing (a half-open connection, a stuck
+                # proxy): re-read, which catches a missed release, and watch again.
+                before = view.snapshot.resource_version if view.snapshot is not None else None
+                logger.info(
+                    "watch on lease %s said nothing for %.0fs; replacing it",
+                    lock.lease,
+                    clock.monotonic() - opened_at,
+                )
+                await read()
+                after = view.snapshot.resource_version if view.snapshot is not None else None
+                quiet = quiet + 1 if before == after else 0
+                resource_version = after
+                continue
             if clock.monotonic() - opened_at < _SHORTEST_WATCH:
                 # A server that ends watches at once would have us spin; treat it as failing.
                 raise ApiUnavailable(
@@ -118,13 +162,20 @@ async def follow(
             logger.debug("watch on lease %s expired; restarting from current state", lock.lease)
             resource_version = None
         except LeaseForbidden as exc:
-            logger.warning(
-                "cannot watch lease %s (%s); polling it every %gs instead",
+            # RBAC can be fixed while we run: poll for a while, then try watching again.
+            level = logging.DEBUG if forbidden_announced else logging.WARNING
+            forbidden_announced = True
+            logger.log(
+                level,
+                "cannot watch lease %s (%s); polling it every %gs, and trying to watch again "
+                "every %gs",
                 lock.lease,
                 exc,
                 timings.retry_period,
+                timings.lease_duration,
             )
-            await poll_for(math.inf)
+            await poll_for(jittered(timings.lease_duration, rng))
+            resource_version = view.snapshot.resource_version if view.snapshot is not None else None
         except LeaseError as exc:
             delay = backoff.next(exc.retry_after)
             if backoff.failures >= _WATCH_FAILURES_BEFORE_WARNING and not polling_announced:

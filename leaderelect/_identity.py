@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import uuid
 
@@ -10,10 +11,14 @@ __all__ = ["default_identity"]
 
 
 def default_identity() -> str:
-    """``$POD_NAME`` when set (the downward API), else ``<hostname>_<random uuid>``.
+    """An identity unique to this call: ``<$POD_NAME>_<8 random hex digits>`` when
+    ``POD_NAME`` is set (the downward API), else ``<hostname>_<random uuid>``.
 
-    Identities must be unique: two of our candidates sharing one would keep taking the lease
-    from each other (and two client-go candidates would both believe they lead).
+    The pod's name stays readable in ``kubectl get lease``, and the random part keeps two
+    processes of one pod apart (``uvicorn --workers 2``, gunicorn): each is a candidate of its
+    own, and only one of them leads. Call it once per elector.
     """
     pod = os.environ.get("POD_NAME", "").strip()
-    return pod or f"{socket.gethostname()}_{uuid.uuid4()}"
+    if pod:
+        return f"{pod}_{secrets.token_hex(4)}"
+    return f"{socket.gethostname()}_{uuid.uuid4()}"

@@ -97,6 +97,11 @@ class LeaseClient(Protocol):
         """
         ...
 
+    def reserved(self) -> AbstractAsyncContextManager[None]:
+        """While the block runs, requests use connections reserved for the election, so that
+        they never queue behind anyone else's (an application sharing the API client)."""
+        ...
+
     def watch(
         self, *, resource_version: str | None, timeout_seconds: int
     ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:

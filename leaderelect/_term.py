@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -34,24 +35,57 @@ from ._tasks import BackgroundTasks
 from ._view import LeaseView
 from .metrics import MetricsSink
 
-__all__ = ["FencingToken", "Leadership", "LeadershipLost", "Term", "holder_record"]
+__all__ = ["FencingToken", "Leadership", "LeadershipLost", "Term", "holder_record", "release"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class FencingToken:
     """Identifies one term of leadership, for downstream systems to reject stale leaders.
 
     ``leaseTransitions`` grows by one at every change of holder, so within one Lease object a
-    larger token is a later term. The Lease's uid changes if the object is deleted and
-    recreated, which resets the count; compare tokens only when their ``lease_uid`` matches.
+    larger token is a later term: ``<``, ``<=``, ``>`` and ``>=`` compare ``transitions``. The
+    Lease's uid changes if the object is deleted and created again, which resets the count;
+    tokens of two Lease objects have no order, and comparing them raises ``ValueError``
+    (check :meth:`same_lease` first). See "Fencing tokens" in the docs for how a downstream
+    system uses them.
     """
 
     lease_uid: str
     """``metadata.uid`` of the Lease object the term was won on."""
     transitions: int
     """``spec.leaseTransitions`` written when the term was won."""
+
+    def same_lease(self, other: FencingToken) -> bool:
+        """True when both tokens were won on the same Lease object, so that they compare."""
+        return self.lease_uid == other.lease_uid
+
+    def _ordered(self, other: object) -> int | None:
+        if not isinstance(other, FencingToken):
+            return None
+        if other.lease_uid != self.lease_uid:
+            raise ValueError(
+                f"fencing tokens {self} and {other} come from two Lease objects (the Lease was "
+                "deleted and created again) and have no order; check same_lease() first"
+            )
+        return self.transitions - other.transitions
+
+    def __lt__(self, other: object) -> bool:
+        difference = self._ordered(other)
+        return NotImplemented if difference is None else difference < 0
+
+    def __le__(self, other: object) -> bool:
+        difference = self._ordered(other)
+        return NotImplemented if difference is None else difference <= 0
+
+    def __gt__(self, other: object) -> bool:
+        difference = self._ordered(other)
+        return NotImplemented if difference is None else difference > 0
+
+    def __ge__(self, other: object) -> bool:
+        difference = self._ordered(other)
+        return NotImplemented if difference is None else difference >= 0
 
     def __str__(self) -> str:
         return f"{self.lease_uid}:{self.transitions}"
@@ -294,7 +328,7 @@ class Term:
                     released = await self._release()
                 if released is not None:
                     leadership._released = True
-                    self._view.update(released, self._clock.monotonic())
+                    self._view.update(released, self._clock.monotonic(), authoritative=True)
         finally:
             if loss is None:
                 self._metrics.leading_changed(leadership.lease, False)
@@ -393,7 +427,7 @@ class Term:
         self.leadership._deadline = sent_at + self._timings.renew_deadline
         if self.leadership._loss is None:
             self._scope.deadline = loop_time(self._clock, self.leadership._deadline)
-        self._view.update(written, sent_at)
+        self._view.update(written, sent_at, authoritative=True)
 
     async def _reread(self, pacer: RetryPacer) -> bool:
         """After a conflict: read the Lease; False if the term is lost."""
@@ -406,7 +440,7 @@ class Term:
         except LeaseError as exc:
             await self._pause(pacer.failed(exc))
             return True
-        self._view.update(fresh, self._clock.monotonic())
+        self._view.update(fresh, self._clock.monotonic(), authoritative=True)
         if not self._owns(fresh):
             self._lose(_loss_for(fresh))
             return False
@@ -417,54 +451,74 @@ class Term:
     async def _pause(self, delay: float) -> None:
         await anyio.sleep(max(0.0, min(delay, self._time_left())))
 
-    # -- release ------------------------------------------------------------------------------
+    # -- release ----------------------------------------------------------------------------
 
     async def _release(self) -> LeaseSnapshot | None:
-        """Write the lease free if, and only if, it is still ours in this term.
+        return await release(
+            self._client,
+            self._snapshot,
+            owns=self._owns,
+            identity=self.leadership.identity,
+            timings=self._timings,
+            clock=self._clock,
+            rng=self._rng,
+        )
 
-        The first attempt is a PUT on our own last write's resourceVersion: it succeeds only if
-        nobody wrote since. On 409 we read, and write only if the fresh read still names us.
-        Bounded by ``renew_deadline``; never clobbers another holder.
-        """
-        timings, lease = self._timings, self._client.lease
-        pacer = RetryPacer("releasing", lease, timings.retry_period / 2, self._rng)
-        base: LeaseSnapshot | None = self._snapshot
-        with anyio.move_on_after(timings.renew_deadline) as bound:
-            while True:
-                if not self._owns(base):
-                    logger.debug("lease %s is no longer ours; nothing to release", lease)
-                    return None
-                assert base is not None
-                now = self._clock.utcnow()
-                released = LeaseRecord(
-                    holder_identity="",
-                    lease_duration_seconds=1,
-                    acquire_time=now,
-                    renew_time=now,
-                    lease_transitions=base.record.lease_transitions,
+
+async def release(
+    client: LeaseClient,
+    base: LeaseSnapshot | None,
+    *,
+    owns: Callable[[LeaseSnapshot | None], bool],
+    identity: str,
+    timings: Timings,
+    clock: Clock,
+    rng: random.Random,
+) -> LeaseSnapshot | None:
+    """Write the lease free if, and only if, ``owns`` says it is still ours.
+
+    The first attempt is a PUT on ``base``'s resourceVersion (our own last write): it succeeds
+    only if nobody wrote since. On 409 we read, and write only if the fresh read is still ours.
+    Bounded by ``renew_deadline``; never clobbers another holder. Returns the released Lease,
+    or ``None`` when there was nothing (left) to release or it could not be done in time.
+    """
+    lease = client.lease
+    pacer = RetryPacer("releasing", lease, timings.retry_period / 2, rng)
+    with anyio.move_on_after(timings.renew_deadline) as bound:
+        while True:
+            if not owns(base):
+                logger.debug("lease %s is no longer ours; nothing to release", lease)
+                return None
+            assert base is not None
+            now = clock.utcnow()
+            released = LeaseRecord(
+                holder_identity="",
+                lease_duration_seconds=1,
+                acquire_time=now,
+                renew_time=now,
+                lease_transitions=base.record.lease_transitions,
+            )
+            try:
+                written = await client.update(
+                    released, base=base, timeout=timings.renew_deadline / 2
                 )
+            except LeaseConflict:
                 try:
-                    written = await self._client.update(
-                        released, base=base, timeout=timings.renew_deadline / 2
-                    )
-                except LeaseConflict:
-                    try:
-                        base = await self._client.get(timeout=timings.renew_deadline / 2)
-                    except LeaseError as exc:
-                        await anyio.sleep(pacer.failed(exc))
-                    continue
-                except LeaseNotFound:
-                    return None
+                    base = await client.get(timeout=timings.renew_deadline / 2)
                 except LeaseError as exc:
                     await anyio.sleep(pacer.failed(exc))
-                    continue
-                logger.info("lease %s released by %s", lease, self.leadership.identity)
-                return written
-        if bound.cancelled_caught:
-            logger.warning(
-                "could not release lease %s within %gs; followers will take it over when it "
-                "expires",
-                lease,
-                timings.renew_deadline,
-            )
-        return None
+                continue
+            except LeaseNotFound:
+                return None
+            except LeaseError as exc:
+                await anyio.sleep(pacer.failed(exc))
+                continue
+            logger.info("lease %s released by %s", lease, identity)
+            return written
+    if bound.cancelled_caught:
+        logger.warning(
+            "could not release lease %s within %gs; followers will take it over when it expires",
+            lease,
+            timings.renew_deadline,
+        )
+    return None

@@ -49,6 +49,8 @@ class LeaseView:
         self.version = 0
         """Counts accepted observations; lets a waiter ask for anything newer."""
         self._writers = 0
+        self._version_seen: str | None = None
+        self._deleted_claim: tuple[int | None, float, LeaseSnapshot] | None = None
         self._changed = anyio.Event()
         self._listeners: list[Listener] = []
 
@@ -85,17 +87,61 @@ class LeaseView:
             duration = self.snapshot.record.lease_duration_seconds
         return self.changed_at + duration
 
-    def update(self, snapshot: LeaseSnapshot | None, at: float) -> bool:
-        """Record an observation made at monotonic time ``at``; False if it was stale."""
+    @property
+    def deleted_holder(self) -> LeaseSnapshot | None:
+        """The last held record, while the Lease is absent because it was deleted while held."""
+        claim = self._deleted_claim
+        return claim[2] if claim is not None and self.snapshot is None else None
+
+    def deleted_claim_ends(self, fallback_duration: float) -> float:
+        """When the claim of a holder whose Lease was deleted runs out on our clock.
+
+        Deleting a Lease does not stop its holder: cut off from the server, it works until its
+        renew deadline. Its claim is judged as if the Lease still existed: from the last change
+        we saw before the deletion, plus that record's duration. ``-inf`` when there is none.
+        """
+        claim = self._deleted_claim
+        if claim is None or self.snapshot is not None:
+            return -math.inf
+        duration, changed_at, _ = claim
+        return changed_at + (duration or fallback_duration)
+
+    def update(
+        self,
+        snapshot: LeaseSnapshot | None,
+        at: float,
+        *,
+        version: str | None = None,
+        authoritative: bool = False,
+    ) -> bool:
+        """Record an observation made at monotonic time ``at``; False if it was stale.
+
+        Args:
+            snapshot: the Lease, or ``None`` when it does not exist (a 404, a DELETED event).
+            at: when it was observed (or, for our own write, sent).
+            version: the resourceVersion of the observation when ``snapshot`` carries none
+                (a DELETED event's); compared like a snapshot's.
+            authoritative: a read or a write answered by the server: always taken, even if
+                its resourceVersion compares lower (after an etcd restore the server's
+                versions start again below ours). Watch events are not: a late event must
+                never roll the view back past what a read or a write already showed.
+        """
         current = self.snapshot
+        incoming = snapshot.resource_version if snapshot is not None else version
         if (
-            snapshot is not None
-            and current is not None
-            and _is_older(snapshot.resource_version, current.resource_version)
+            not authoritative
+            and incoming is not None
+            and self._version_seen is not None
+            and _is_older(incoming, self._version_seen)
         ):
             return False
         before = current.resource_version if current is not None else None
         after = snapshot.resource_version if snapshot is not None else None
+        if snapshot is None and current is not None and not current.record.is_free:
+            # Deleted while held: the holder may keep working until its claim runs out.
+            self._deleted_claim = current.record.lease_duration_seconds, self.changed_at, current
+        elif snapshot is not None:
+            self._deleted_claim = None
         if not self.known or before != after:
             self.changed_at = at
             if snapshot is not None and snapshot.record.problems:
@@ -106,6 +152,8 @@ class LeaseView:
                 )
         self.known = True
         self.snapshot = snapshot
+        if incoming is not None:
+            self._version_seen = incoming
         self.version += 1
         self._changed.set()
         self._changed = anyio.Event()

@@ -20,7 +20,8 @@ __all__ = ["MetricsSink", "NoopMetrics", "PrometheusMetrics"]
 
 
 class MetricsSink(Protocol):
-    """Receives an elector's events. Implementations must not block or raise."""
+    """Receives an elector's events. Implementations must not block; what they raise is
+    logged, never raised into the election."""
 
     def leading_changed(self, lease: str, leading: bool) -> None:
         """This candidate started (``True``) or stopped (``False``) leading ``lease``."""

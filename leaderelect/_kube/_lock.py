@@ -10,6 +10,7 @@ kubeconfig and service-account loading is in ``_connect.py``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -84,7 +85,10 @@ class LeaseLock:
         self.name = name
         self.namespace = namespace
         self._api_client = api_client
-        self._api = kubernetes_asyncio.client.CoordinationV1Api(api_client)
+        self._shared_api = kubernetes_asyncio.client.CoordinationV1Api(api_client)
+        self._reserved_client: kubernetes_asyncio.client.ApiClient | None = None
+        self._reserved_api: kubernetes_asyncio.client.CoordinationV1Api | None = None
+        self._reservations = 0
         self._owns_client = False
         self._closed = False
 
@@ -149,10 +153,7 @@ class LeaseLock:
     async def _owning(
         cls, configuration: kubernetes_asyncio.client.Configuration, name: str, namespace: str
     ) -> LeaseLock:
-        from .. import __version__
-
-        api_client = kubernetes_asyncio.client.ApiClient(configuration)
-        api_client.user_agent = f"leaderelect/{__version__}"
+        api_client = _new_client(configuration)
         try:
             lock = cls(api_client, name, namespace)
         except BaseException:
@@ -176,6 +177,43 @@ class LeaseLock:
         self._closed = True
         if self._owns_client:
             await self._api_client.close()
+
+    @contextlib.asynccontextmanager
+    async def reserved(self) -> AsyncIterator[None]:
+        """While the block runs, the election's requests use connections of their own.
+
+        An application often shares its kubernetes_asyncio ``ApiClient`` (and so its pool of
+        connections) with the lock; when its own long requests (watches) fill that pool, a
+        renewal would wait behind them until the leader lost its lease. Electors hold this
+        reservation while they follow the Lease: the lock then sends through a second
+        ``ApiClient`` with the same configuration (credentials included), opened on first use
+        and closed when the last reservation ends. A lock that owns its client (from
+        :meth:`from_kubeconfig` or :meth:`in_cluster`) already has connections of its own.
+        """
+        self._ensure_open()
+        if self._owns_client:
+            yield
+            return
+        if self._reserved_client is None:
+            self._reserved_client = _new_client(self._api_client.configuration)
+            self._reserved_api = kubernetes_asyncio.client.CoordinationV1Api(self._reserved_client)
+        self._reservations += 1
+        try:
+            yield
+        finally:
+            self._reservations -= 1
+            if self._reservations == 0 and self._reserved_client is not None:
+                client, self._reserved_client, self._reserved_api = (
+                    self._reserved_client,
+                    None,
+                    None,
+                )
+                with anyio.CancelScope(shield=True):
+                    await client.close()
+
+    @property
+    def _api(self) -> kubernetes_asyncio.client.CoordinationV1Api:
+        return self._reserved_api or self._shared_api
 
     async def __aenter__(self) -> LeaseLock:
         return self
@@ -389,6 +427,16 @@ class LeaseLock:
     def _ensure_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+
+
+def _new_client(
+    configuration: kubernetes_asyncio.client.Configuration,
+) -> kubernetes_asyncio.client.ApiClient:
+    from .. import __version__
+
+    api_client = kubernetes_asyncio.client.ApiClient(configuration)
+    api_client.user_agent = f"leaderelect/{__version__}"
+    return api_client
 
 
 def _check_timeout(timeout: float) -> None:

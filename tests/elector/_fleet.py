@@ -153,8 +153,11 @@ class Fleet:
         return lock
 
     async def elector(self, identity: str, **options: Any) -> LeaderElector:
+        """An elector with FAST timings; its server user is ``options["user"]``, by default
+        ``identity``; the other options go to ``LeaderElector``."""
+        user = options.pop("user", None) or identity
         settings: dict[str, Any] = {**FAST, **options}
-        return LeaderElector(await self.lock(identity), identity=identity, **settings)
+        return LeaderElector(await self.lock(user), identity=identity, **settings)
 
     async def start(self, identity: str, **options: Any) -> Candidate:
         candidate = Candidate(await self.elector(identity, **options), self.log)

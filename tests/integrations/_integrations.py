@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -155,8 +156,18 @@ async def serve_aiohttp(
 # -- processes ------------------------------------------------------------------------------------
 
 
+# default_identity() is "<POD_NAME>_<8 hex digits>": unique per process. The examples run
+# here with POD_NAME set, and the tests speak of pods, so the random part is taken off.
+_PROCESS_SUFFIX = re.compile(r"(?<=[a-z0-9])_[0-9a-f]{8}\b")
+
+
+def pod_of(text: str) -> str:
+    """``text`` with the per-process suffix of default identities removed."""
+    return _PROCESS_SUFFIX.sub("", text)
+
+
 class Output:
-    """Lines a child process writes to stdout, read as they come."""
+    """Lines a child process writes to stdout, read as they come (see ``pod_of``)."""
 
     def __init__(self, process: Process) -> None:
         assert process.stdout is not None
@@ -166,7 +177,7 @@ class Output:
     async def wait_for(self, predicate: Callable[[str], bool]) -> str:
         """Read lines until one satisfies ``predicate``; returns it (EOF fails the test)."""
         while True:
-            line = (await self._stream.receive_until(b"\n", 65536)).decode()
+            line = pod_of((await self._stream.receive_until(b"\n", 65536)).decode())
             self.lines.append(line)
             if predicate(line):
                 return line
@@ -178,7 +189,7 @@ class Output:
                 line = await self._stream.receive_until(b"\n", 65536)
             except (anyio.EndOfStream, anyio.IncompleteRead):
                 return self.lines
-            self.lines.append(line.decode())
+            self.lines.append(pod_of(line.decode()))
 
 
 @asynccontextmanager

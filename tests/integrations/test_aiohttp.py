@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 import pytest
-from _integrations import example_process, fast_elector, held_by, serve_aiohttp
+from _integrations import example_process, fast_elector, held_by, pod_of, serve_aiohttp
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
@@ -191,12 +191,12 @@ async def test_the_aiohttp_example_runs_on_two_replicas(leaderelect_server: Leas
                 b = _url(await out_b.wait_for(_serving))
                 async with http.post(f"{a}/reconcile") as response:
                     assert response.status == 200
-                    assert (await response.json())["reconciled_by"] == "web-a"
+                    assert pod_of((await response.json())["reconciled_by"]) == "web-a"
                 async with http.post(f"{b}/reconcile") as response:
                     assert response.status == 503
                     assert (await response.json())["error"] == "not_leader"
                 async with http.get(f"{b}/hello") as response:
-                    assert (await response.json())["replica"] == "web-b"
+                    assert pod_of((await response.json())["replica"]) == "web-b"
                 for url in (a, b):
                     async with http.get(f"{url}/healthz") as response:
                         assert response.status == 200

@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import kubernetes_asyncio.client
+import kubernetes_asyncio.config
 import pytest
 from _kube import KubeTarget, leases_path, status_body, write_kubeconfig
 
@@ -421,3 +423,34 @@ async def test_aclose_closes_only_a_client_the_lock_owns(
     assert owned._api_client.rest_client.pool_manager.closed
     with pytest.raises(RuntimeError, match="is closed"):
         await owned.get(timeout=5)
+
+
+async def test_reserved_requests_never_queue_behind_the_shared_clients_pool(
+    leaderelect_server: LeaseApiServer,
+) -> None:
+    # An application's client whose whole pool (one connection here, 100 by default) is
+    # held by a long request of its own, as its watches would hold it.
+    configuration = kubernetes_asyncio.client.Configuration()
+    await kubernetes_asyncio.config.load_kube_config(
+        config_file=str(leaderelect_server.kubeconfig()),
+        client_configuration=configuration,
+        persist_config=False,
+    )
+    configuration.connection_pool_maxsize = 1
+    async with kubernetes_asyncio.client.ApiClient(configuration) as shared:
+        lock = LeaseLock(shared, NAME)
+        watch = await kubernetes_asyncio.client.CoordinationV1Api(shared).list_namespaced_lease(
+            "kube-system", watch=True, timeout_seconds=30, _preload_content=False
+        )
+        try:
+            with pytest.raises(ApiUnavailable, match="no answer within"):
+                await lock.get(timeout=0.5)  # queued behind the application's watch
+            async with lock.reserved():
+                assert await lock.get(timeout=0.5) is None  # connections of its own
+                reserved = lock._api.api_client  # type: ignore[attr-defined]
+                assert reserved is not shared
+            assert reserved.rest_client.pool_manager.closed  # the last reservation closed it
+            assert not shared.rest_client.pool_manager.closed
+        finally:
+            watch.close()  # type: ignore[attr-defined]
+            await lock.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -85,9 +86,15 @@ def test_identity_must_be_a_non_empty_string(identity: Any) -> None:
         LeaderElector(_NoLock(), identity=identity)  # type: ignore[arg-type]
 
 
-def test_identity_defaults_to_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_identity_keeps_the_pod_name_and_is_unique_per_elector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("POD_NAME", "web-7f9c-abcde")
-    assert LeaderElector(_NoLock()).identity == "web-7f9c-abcde"  # type: ignore[arg-type]
+    first = LeaderElector(_NoLock()).identity  # type: ignore[arg-type]
+    second = LeaderElector(_NoLock()).identity  # type: ignore[arg-type]
+    # Two worker processes of one pod see the same POD_NAME; they must not share an identity.
+    assert re.fullmatch(r"web-7f9c-abcde_[0-9a-f]{8}", first), first
+    assert first != second
 
 
 def test_identity_without_pod_name_is_hostname_and_random(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pytest
+
 from leaderelect import FencingToken, Leadership
 
 
@@ -46,3 +48,16 @@ def test_fencing_token_is_lease_uid_and_transitions() -> None:
     assert term.token == FencingToken("uid-1", 4)
     assert str(term.token) == "uid-1:4"
     assert FencingToken("uid-1", 4) < FencingToken("uid-1", 5)
+
+
+def test_fencing_tokens_of_two_lease_objects_refuse_to_be_ordered() -> None:
+    old, new = FencingToken("b-uid", 9), FencingToken("a-uid", 0)
+    # Ordering by uid would say the token of the deleted Lease is newer: it has no order.
+    assert not old.same_lease(new)
+    with pytest.raises(ValueError, match="two Lease objects"):
+        _ = old > new
+    with pytest.raises(ValueError, match="two Lease objects"):
+        sorted([old, new])
+    assert old != new
+    assert FencingToken("a-uid", 1) >= FencingToken("a-uid", 1)
+    assert max(FencingToken("a-uid", 1), FencingToken("a-uid", 3)).transitions == 3

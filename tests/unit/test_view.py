@@ -91,3 +91,43 @@ def test_resource_versions_compare_as_numbers(older: str, newer: str) -> None:
     view = LeaseView()
     view.update(snapshot(int(newer)), at=0.0)
     assert not view.update(snapshot(int(older)), at=1.0)
+
+
+def test_a_late_deleted_event_never_ends_a_newer_view() -> None:
+    view = LeaseView()
+    view.update(snapshot(9, holder="new"), at=1.0)  # a fresh term, already seen
+    # A DELETED from before it arrives late: it carries only its resourceVersion.
+    assert not view.update(None, at=2.0, version="8")
+    assert view.holder == "new"
+    assert view.update(None, at=3.0, version="10")  # a real, later deletion
+    assert view.snapshot is None
+
+
+def test_a_successful_read_is_taken_even_when_its_version_compares_lower() -> None:
+    # After an etcd restore the server's resourceVersions start again below ours: a watch
+    # event may not roll the view back, but what a read answers is the truth.
+    view = LeaseView()
+    view.update(snapshot(900, holder="before-restore"), at=1.0)
+    assert not view.update(snapshot(12, holder="after-restore"), at=2.0)
+    assert view.update(snapshot(12, holder="after-restore"), at=3.0, authoritative=True)
+    assert view.holder == "after-restore"
+    assert view.update(snapshot(13, holder="next"), at=4.0)  # events from there on count again
+
+
+def test_a_deleted_held_lease_keeps_its_claim_until_it_would_have_expired() -> None:
+    view = LeaseView()
+    view.update(snapshot(5, holder="cut-off", duration=10), at=100.0)
+    view.update(None, at=104.0, version="6")  # deleted; its holder may still be working
+    deleted = view.deleted_holder
+    assert deleted is not None and deleted.record.holder_identity == "cut-off"
+    assert view.deleted_claim_ends(fallback_duration=15) == 110.0
+    view.update(snapshot(7, holder="someone"), at=105.0)  # created again: the claim is moot
+    assert view.deleted_holder is None
+    assert view.deleted_claim_ends(fallback_duration=15) == float("-inf")
+
+
+def test_a_deleted_free_lease_leaves_no_claim() -> None:
+    view = LeaseView()
+    view.update(snapshot(5, holder=""), at=100.0)
+    view.update(None, at=101.0, version="6")
+    assert view.deleted_holder is None
