@@ -34,13 +34,6 @@ LEASE_NAME = os.environ.get("LEASE_NAME", "aiohttp-example")
 RECONCILE_EVERY = float(os.environ.get("RECONCILE_EVERY", "30"))
 
 
-async def open_lock(name: str) -> LeaseLock:
-    """The Lease through the pod's service account in a cluster, else through a kubeconfig."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return await LeaseLock.in_cluster(name)
-    return await LeaseLock.from_kubeconfig(name)
-
-
 # --8<-- [start:app]
 routes = web.RouteTableDef()
 
@@ -60,7 +53,7 @@ async def reconcile_forever(leadership: Leadership) -> None:
 async def election(app: web.Application) -> AsyncIterator[None]:
     """A cleanup context: campaigns while the app runs, releases the lease at cleanup."""
     async with (
-        await open_lock(LEASE_NAME) as lock,
+        await LeaseLock.connect(LEASE_NAME) as lock,  # $KUBECONFIG, the pod, ~/.kube/config
         leader_election(app, LeaderElector(lock), reconcile_forever),
     ):
         yield

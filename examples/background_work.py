@@ -22,13 +22,6 @@ LEASE_NAME = os.environ.get("LEASE_NAME", "background-work")
 RECONCILE_EVERY = float(os.environ.get("RECONCILE_EVERY", "5"))
 
 
-async def open_lock(name: str) -> LeaseLock:
-    """The Lease through the pod's service account in a cluster, else through a kubeconfig."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return await LeaseLock.in_cluster(name)
-    return await LeaseLock.from_kubeconfig(name)
-
-
 # --8<-- [start:work]
 async def reconcile_forever(leadership: Leadership, every: float) -> None:
     """The leader-only work: started when a term begins, cancelled the moment it ends."""
@@ -43,7 +36,7 @@ async def reconcile_forever(leadership: Leadership, every: float) -> None:
 
 # --8<-- [start:main]
 async def main() -> None:
-    async with await open_lock(LEASE_NAME) as lock:
+    async with await LeaseLock.connect(LEASE_NAME) as lock:  # $KUBECONFIG, the pod, ~/.kube/config
         elector = LeaderElector(lock)
         async with anyio.create_task_group() as tg:
 

@@ -43,17 +43,6 @@ LEASE_NAME = os.environ.get("LEASE_NAME", "fastapi-example")
 RECONCILE_EVERY = float(os.environ.get("RECONCILE_EVERY", "30"))
 
 
-# --8<-- [start:open-lock]
-async def open_lock(name: str) -> LeaseLock:
-    """The Lease through the pod's service account in a cluster, else through a kubeconfig."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return await LeaseLock.in_cluster(name)
-    return await LeaseLock.from_kubeconfig(name)
-
-
-# --8<-- [end:open-lock]
-
-
 # --8<-- [start:app]
 def create_app(*, identity: str | None = None) -> FastAPI:
     """The application; ``identity`` defaults to ``default_identity()``: ``<$POD_NAME>_<8 hex>``."""
@@ -74,7 +63,8 @@ def create_app(*, identity: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with await open_lock(LEASE_NAME) as lock:
+        # $KUBECONFIG, else the pod's service account, else ~/.kube/config (kubectl's order).
+        async with await LeaseLock.connect(LEASE_NAME) as lock:
             elector = LeaderElector(lock, identity=identity, metrics=metrics)
             # Campaigns in the background; releases the lease when the server shuts down.
             async with leader_election(app, elector, reconcile_forever):

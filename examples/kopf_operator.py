@@ -27,14 +27,7 @@ from leaderelect.integrations.kopf import run_operator
 
 LEASE_NAME = os.environ.get("LEASE_NAME", "kopf-example")
 NAMESPACE = os.environ.get("WATCH_NAMESPACE", "default")
-IDENTITY = default_identity()  # $POD_NAME, else <hostname>_<uuid>
-
-
-async def open_lock(name: str) -> LeaseLock:
-    """The Lease through the pod's service account in a cluster, else through a kubeconfig."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return await LeaseLock.in_cluster(name, NAMESPACE)
-    return await LeaseLock.from_kubeconfig(name, NAMESPACE)
+IDENTITY = default_identity()  # <$POD_NAME>_<8 hex digits>, unique per process
 
 
 # --8<-- [start:handlers]
@@ -42,7 +35,7 @@ async def open_lock(name: str) -> LeaseLock:
 async def login(
     logger: kopf.Logger, settings: kopf.OperatorSettings, **_: object
 ) -> kopf.ConnectionInfo | None:
-    # kopf connects as the election does: the pod's service account, else the kubeconfig.
+    # kopf logs in through kubernetes_asyncio: the pod's service account, else a kubeconfig.
     return await kopf.login_via_async_client(logger=logger, settings=settings)
 
 
@@ -69,7 +62,7 @@ def report(name: str, namespace: str | None, spec: kopf.Spec, **_: object) -> No
 
 # --8<-- [start:main]
 async def main() -> None:
-    async with await open_lock(LEASE_NAME) as lock:
+    async with await LeaseLock.connect(LEASE_NAME, NAMESPACE) as lock:
         elector = LeaderElector(lock, identity=IDENTITY)
         # Campaigns; runs kopf (standalone, peering off) only while this replica leads; stops
         # kopf and campaigns again if the lease is lost; returns on SIGINT or SIGTERM.

@@ -161,7 +161,7 @@ async def main() -> None:
     async with LeaseApiServer() as server:
         server.add_user("demo")  # its own user, so that a fault can cut it off alone
         config = server.kubeconfig("demo")
-        async with await LeaseLock.from_kubeconfig("patterns", config_file=config) as lock:
+        async with await LeaseLock.connect("patterns", kubeconfig=config) as lock:
             elector = LeaderElector(
                 lock, identity="demo", lease_duration=2.0, renew_deadline=1.5, retry_period=0.2
             )

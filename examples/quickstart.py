@@ -16,7 +16,7 @@ from leaderelect.testing import LeaseApiServer
 
 # --8<-- [start:candidate]
 async def candidate(identity: str, kubeconfig: Path) -> None:
-    async with await LeaseLock.from_kubeconfig("quickstart", config_file=kubeconfig) as lock:
+    async with await LeaseLock.connect("quickstart", kubeconfig=kubeconfig) as lock:
         elector = LeaderElector(
             lock,
             identity=identity,

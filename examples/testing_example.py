@@ -28,7 +28,7 @@ def make_elector(lock: LeaseLock, identity: str) -> LeaderElector:
 # --8<-- [start:app]
 async def run_singleton_job(kubeconfig: Path, identity: str, done: list[str]) -> None:
     """The code under test: a job that must run on one replica at a time."""
-    async with await LeaseLock.from_kubeconfig("nightly-job", config_file=kubeconfig) as lock:
+    async with await LeaseLock.connect("nightly-job", kubeconfig=kubeconfig) as lock:
         elector = make_elector(lock, identity)
         async with elector.leading() as leadership:
             await anyio.sleep(0.1)  # the job
@@ -55,7 +55,7 @@ async def test_replicas_take_turns(leaderelect_kubeconfig: Path) -> None:
 # --8<-- [start:fault]
 async def test_a_failed_renewal_is_retried(leaderelect_server: LeaseApiServer) -> None:
     kubeconfig = leaderelect_server.kubeconfig()
-    async with await LeaseLock.from_kubeconfig("nightly-job", config_file=kubeconfig) as lock:
+    async with await LeaseLock.connect("nightly-job", kubeconfig=kubeconfig) as lock:
         elector = make_elector(lock, "replica-a")
         with anyio.fail_after(10):
             async with elector.leading() as leadership:
@@ -76,7 +76,7 @@ async def test_a_failed_renewal_is_retried(leaderelect_server: LeaseApiServer) -
 async def test_work_stops_when_the_leader_is_cut_off(leaderelect_server: LeaseApiServer) -> None:
     leaderelect_server.add_user("replica-a")  # its own user, so that a fault can single it out
     kubeconfig = leaderelect_server.kubeconfig("replica-a")
-    async with await LeaseLock.from_kubeconfig("nightly-job", config_file=kubeconfig) as lock:
+    async with await LeaseLock.connect("nightly-job", kubeconfig=kubeconfig) as lock:
         elector = make_elector(lock, "replica-a")
         with anyio.fail_after(10), pytest.raises(LeadershipLost) as lost:
             await lead_until_cut_off(elector, leaderelect_server)
@@ -99,9 +99,7 @@ async def test_a_follower_sends_no_requests_while_it_waits(
     for user in ("replica-a", "replica-b"):
         leaderelect_server.add_user(user)
     locks = [
-        await LeaseLock.from_kubeconfig(
-            "nightly-job", config_file=leaderelect_server.kubeconfig(user)
-        )
+        await LeaseLock.connect("nightly-job", kubeconfig=leaderelect_server.kubeconfig(user))
         for user in ("replica-a", "replica-b")
     ]
     leader = make_elector(locks[0], "replica-a")

@@ -26,16 +26,19 @@ from functools import partial
 from typing import Any, TypeVar, final
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ._backoff import RetryPacer
 from ._clock import Clock, LoopClock, loop_time
 from ._config import Timings
 from ._errors import ConfigError, LeaseConflict, LeaseError, LeaseNotFound
+from ._events import LeadershipEvents
 from ._follow import follow
 from ._guard import GuardedMetrics
 from ._identity import default_identity
 from ._kube import LeaseLock
 from ._lease_client import LeaseSnapshot
+from ._problems import ProblemWatch
 from ._record import LeaseRecord
 from ._tasks import BackgroundTasks
 from ._term import FencingToken, Leadership, LeadershipLost, Term, holder_record, release
@@ -70,6 +73,10 @@ class LeaderElector:
             every jittered ``retry_period``, as client-go does: for API proxies that cannot
             stream, and for comparison.
         metrics: where to report events (see ``leaderelect.metrics``); nothing by default.
+        events: record a Kubernetes Event on the Lease when this candidate becomes leader and
+            when it stops leading, as client-go does (reason ``LeaderElection``; needs
+            ``create`` on ``events.k8s.io`` events). Best-effort: written in the background,
+            never delaying the election; a failure is logged.
         clock: the time source (tests inject one).
         rng: the random source for jitter (tests may seed one).
 
@@ -97,6 +104,7 @@ class LeaderElector:
         release_on_cancel: bool = True,
         watch: bool = True,
         metrics: MetricsSink | None = None,
+        events: bool = False,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -107,12 +115,19 @@ class LeaderElector:
             raise ConfigError(f"identity must be a non-empty string, got {identity!r}")
         self._identity = identity
         self._lock = lock
+        self._client = ProblemWatch(lock)
+        """Every request of the election goes through it: it keeps ``problem``."""
         self._release_on_cancel = bool(release_on_cancel)
         self._watch = bool(watch)
         self._metrics: MetricsSink = GuardedMetrics(
             metrics if metrics is not None else NoopMetrics()
         )
         self._metrics.leading_changed(lock.lease, False)  # a follower reports 0 from the start
+        self._events = (
+            LeadershipEvents(lock, identity=identity, timeout=self._timings.renew_deadline / 2)
+            if events
+            else None
+        )
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
         self._busy = False
@@ -155,6 +170,23 @@ class LeaderElector:
         """The holder as last observed (``None`` if the lease is free, absent or unread)."""
         return self._view.holder if self._view is not None else self._last_leader
 
+    @property
+    def problem(self) -> LeaseError | None:
+        """Why the election cannot proceed: a misconfiguration seen on its own requests.
+
+        The last error that retrying alone will not cure (``LeaseForbidden``: 401, or 403
+        naming the missing RBAC verb and resource; ``LeaseNotFound``: the namespace does not
+        exist; ``LeaseInvalid``: the server rejects the request) from the election's reads,
+        watches, campaign writes, renewals and releases. The election keeps retrying, since
+        RBAC can be granted while it runs; the problem clears when the same kind of request
+        (a read, a watch, a write) next gets through. Transient failures (timeouts, 5xx,
+        429, conflicts) never show here. ``None`` when nothing is wrong.
+
+        It is a readiness signal, not a liveness one: restarting the process does not fix
+        RBAC. See [When the election cannot proceed][when-the-election-cannot-proceed].
+        """
+        return self._client.problem
+
     def __repr__(self) -> str:
         return f"<LeaderElector {self._identity!r} for {self.lease} leader={self.leader!r}>"
 
@@ -165,6 +197,10 @@ class LeaderElector:
         ``lease_duration + tolerance`` seconds after its last successful renewal means the
         process is wedged (a blocked event loop, work that ignores cancellation): others may
         already lead. Restarting it is the remedy; wire this into a liveness probe.
+
+        A misconfiguration (a missing RBAC permission, a missing namespace) does not fail
+        this check, since a restart cannot cure it: it shows in
+        [`problem`][leaderelect.LeaderElector.problem], for a readiness probe.
 
         Args:
             tolerance: extra seconds allowed beyond ``lease_duration``.
@@ -214,13 +250,13 @@ class LeaderElector:
     async def _follow_in(self, stack: contextlib.AsyncExitStack) -> LeaseView:
         """Keep a new view current until ``stack`` closes; returns after the first read."""
         # While we follow, our requests use connections of their own (see LeaseLock).
-        await stack.enter_async_context(self._lock.reserved())
+        await stack.enter_async_context(self._client.reserved())
         task_group = await stack.enter_async_context(BackgroundTasks())
         view = LeaseView()
         await task_group.start(
             partial(
                 follow,
-                self._lock,
+                self._client,
                 view,
                 timings=self._timings,
                 clock=self._clock,
@@ -282,20 +318,34 @@ class LeaderElector:
             )
         self._busy = True
         try:
-            async with self._following() as view:
+            async with self._following() as view, self._event_tasks() as event_tasks:
                 started = self._clock.monotonic()
                 term = await self._campaign(view)
                 transitions = term.leadership.token.transitions
                 self._metrics.acquired(self.lease, self._clock.monotonic() - started, transitions)
                 self._metrics.leading_changed(self.lease, True)
                 self._term = term
+                won = view.snapshot
+                if self._events is not None and event_tasks is not None and won is not None:
+                    self._events.became_leader(event_tasks, won)
                 try:
                     async with term as leadership:
                         yield leadership
                 finally:
                     self._term = None
+                    if self._events is not None and event_tasks is not None and won is not None:
+                        last = view.snapshot
+                        if last is None or last.uid != won.uid:
+                            last = won  # deleted or replaced: the Lease we led
+                        self._events.stopped_leading(event_tasks, last)
         finally:
             self._busy = False
+
+    def _event_tasks(self) -> AbstractAsyncContextManager[TaskGroup | None]:
+        """Where a term's Events are written (see ``_events.py``); nothing without events."""
+        if self._events is None:
+            return contextlib.nullcontext()
+        return self._events.owned()
 
     async def lead(
         self,
@@ -540,7 +590,7 @@ class LeaderElector:
                 won.record.lease_transitions,
             )
             return Term(
-                client=self._lock,
+                client=self._client,
                 view=view,
                 identity=self._identity,
                 won=won,
@@ -563,8 +613,8 @@ class LeaderElector:
         timeout = self._timings.renew_deadline / 2
         try:
             if base is None:
-                return await self._lock.create(record, timeout=timeout)
-            return await self._lock.update(record, base=base, timeout=timeout)
+                return await self._client.create(record, timeout=timeout)
+            return await self._client.update(record, base=base, timeout=timeout)
         except anyio.get_cancelled_exc_class():
             with anyio.CancelScope(shield=True):
                 await self._release_if_written(record)
@@ -580,7 +630,7 @@ class LeaderElector:
 
         with anyio.move_on_after(self._timings.renew_deadline):
             try:
-                current = await self._lock.get(timeout=self._timings.renew_deadline / 2)
+                current = await self._client.get(timeout=self._timings.renew_deadline / 2)
             except LeaseError as exc:
                 logger.warning(
                     "campaign for lease %s cancelled mid-write, and reading it failed: %s; if "
@@ -592,7 +642,7 @@ class LeaderElector:
             if is_our_claim(current):
                 logger.info("campaign for lease %s cancelled after its write won", self.lease)
                 await release(
-                    self._lock,
+                    self._client,
                     current,
                     owns=is_our_claim,
                     identity=self._identity,
@@ -603,7 +653,7 @@ class LeaderElector:
 
     async def _refresh(self, view: LeaseView) -> None:
         try:
-            snapshot = await self._lock.get(timeout=self._timings.renew_deadline / 2)
+            snapshot = await self._client.get(timeout=self._timings.renew_deadline / 2)
         except LeaseError as exc:
             logger.debug("reading lease %s failed: %s", self.lease, exc)
             return

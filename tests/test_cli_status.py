@@ -19,11 +19,14 @@ from pathlib import Path
 
 import anyio
 import pytest
+from _kube import KubeTarget
+from _rbac import READ, reader_namespace
 from anyio.abc import ByteReceiveStream, Process
 from anyio.streams.text import TextReceiveStream
 
 from leaderelect import LeaseLock, LeaseRecord
 from leaderelect._cli import main
+from leaderelect._cli._status import EXIT_MISCONFIGURED, EXIT_UNREAD
 from leaderelect._cli._target import LeaseTarget
 from leaderelect._record import format_micro_time
 from leaderelect.testing import LeaseApiServer, Rule
@@ -187,7 +190,7 @@ async def test_status_forbidden_names_the_verb_and_resource(
     )
     kubeconfig = leaderelect_server.kubeconfig("pods-only")
     done = await _cli("status", LEASE, "--kubeconfig", str(kubeconfig))
-    assert done.returncode == 1
+    assert done.returncode == EXIT_MISCONFIGURED == 3
     assert done.stdout == b""
     error = done.stderr.decode()
     assert error.startswith(
@@ -196,6 +199,69 @@ async def test_status_forbidden_names_the_verb_and_resource(
         '"default"'
     ), error
     assert error.count("\n") == 1 and "Traceback" not in error
+
+
+# The exit status tells a misconfiguration (3) from a Lease that is not there (1); on both
+# servers, with the reader user in a namespace of the test's own (tests/_rbac.py).
+
+
+async def test_status_exits_3_when_the_credentials_may_not_read_the_lease(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    async with reader_namespace(kube, ()) as grant:
+        done = await _cli(
+            "status",
+            lease_name,
+            "-n",
+            grant.namespace,
+            "--kubeconfig",
+            str(kube.kubeconfig("reader")),
+        )
+        assert done.returncode == EXIT_MISCONFIGURED, done.stderr.decode()
+        assert done.stdout == b""
+        assert done.stderr.decode().startswith(
+            f"leaderelect status: error: get lease {grant.namespace}/{lease_name} forbidden: "
+            f'User "reader" lacks RBAC verb "get" on resource "leases"'
+        )
+        # Granted, the same user reads a Lease that is not there yet: 1, not 3.
+        await grant.allow(READ)
+        with anyio.fail_after(BOUND):
+            while True:
+                done = await _cli(
+                    "status",
+                    lease_name,
+                    "-n",
+                    grant.namespace,
+                    "--kubeconfig",
+                    str(kube.kubeconfig("reader")),
+                )
+                if done.returncode != EXIT_MISCONFIGURED:  # RBAC takes a moment on a real server
+                    break
+                await anyio.sleep(0.2)
+        assert done.returncode == EXIT_UNREAD == 1, done.stderr.decode()
+        assert "there is no Lease named" in done.stderr.decode()
+
+
+async def test_status_exits_3_when_the_namespace_does_not_exist(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    namespace = f"le-missing-{lease_name[-8:]}"
+    done = await _cli(
+        "status", lease_name, "-n", namespace, "--kubeconfig", str(kube.kubeconfig("admin"))
+    )
+    assert done.returncode == EXIT_MISCONFIGURED, done.stderr.decode()
+    assert done.stdout == b""
+    assert done.stderr.decode() == (
+        f"leaderelect status: error: get lease {namespace}/{lease_name}: namespace "
+        f'"{namespace}" does not exist\n'
+    )
+    # A user that may not read namespaces (nor leases there) gets the RBAC error, also 3.
+    kube.require_users("elector")
+    done = await _cli(
+        "status", lease_name, "-n", namespace, "--kubeconfig", str(kube.kubeconfig("elector"))
+    )
+    assert done.returncode == EXIT_MISCONFIGURED, done.stderr.decode()
+    assert 'lacks RBAC verb "get" on resource "leases"' in done.stderr.decode()
 
 
 # --------------------------------------------------------------------------------------------

@@ -220,7 +220,7 @@ def test_fencing_example_rejects_the_late_write() -> None:
     assert done.returncode == 0, _explain(done)
     assert "rejected: config: token 0b6f4c1e:3 is older than 0b6f4c1e:4" in done.stdout
     assert "rejected: config: token 0b6f4c1e:4 is from a Lease that was replaced" in done.stdout
-    assert "config = \"written by the recreated lease's first term\"" in done.stdout
+    assert 'config = "written by the recreated lease\'s first term"' in done.stdout
 
 
 # --------------------------------------------------------------------------------------------

@@ -108,7 +108,7 @@ class SidecarSettings:
     target: LeaseTarget
     """The Lease, and how to reach its API server."""
     identity: str | None = None
-    """The holder identity; ``None`` for :func:`leaderelect.default_identity` (``$POD_NAME``)."""
+    """The holder identity; ``None`` for :func:`leaderelect.default_identity`."""
     timings: Timings = field(default_factory=Timings)
     """Lease duration, renew deadline and retry period."""
     grace_period: float | None = None
@@ -156,8 +156,8 @@ def add_parser(commands: Commands) -> None:
     run.add_argument(
         "--identity",
         metavar="ID",
-        help="holder identity, unique per candidate (default: $POD_NAME, else "
-        "<hostname>_<random uuid>)",
+        help="holder identity, unique per candidate (default: <$POD_NAME>_<8 hex digits>, "
+        "else <hostname>_<random uuid>)",
     )
     add_timings(
         run,

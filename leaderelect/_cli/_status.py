@@ -17,8 +17,18 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+import kubernetes_asyncio.client
 
-from .. import Clock, LeaderElectionError, LeaseNotFound, LeaseRecord, LoopClock
+from .. import (
+    Clock,
+    LeaderElectionError,
+    LeaseError,
+    LeaseLock,
+    LeaseNotFound,
+    LeaseRecord,
+    LoopClock,
+)
+from .._problems import is_persistent
 from .._record import format_micro_time
 from ._options import connection_options, lease_target, verbosity_options
 from ._output import Write, err, out
@@ -28,6 +38,8 @@ if TYPE_CHECKING:
     from ._options import Commands
 
 __all__ = [
+    "EXIT_MISCONFIGURED",
+    "EXIT_UNREAD",
     "REQUEST_TIMEOUT",
     "LeaseStatus",
     "add_parser",
@@ -39,6 +51,15 @@ __all__ = [
 
 REQUEST_TIMEOUT: Final = 10.0
 """Seconds a single read may take."""
+
+EXIT_UNREAD: Final = 1
+"""The exit status when the Lease does not exist (in a namespace that does), the API server
+cannot be reached (a timeout, 429, 5xx), or the kubeconfig cannot be loaded."""
+
+EXIT_MISCONFIGURED: Final = 3
+"""The exit status when the API server answered that the setup is wrong: the credentials
+cannot read the Lease (401, or 403 naming the missing RBAC verb), its namespace does not
+exist, or the request is rejected (400, 422)."""
 
 _CLOCK_NOTE = (
     "note: acquire and renew times are the holder's clock; the ages and the expiry compare\n"
@@ -58,8 +79,10 @@ def add_parser(commands: Commands) -> None:
             "expires (renewTime + leaseDurationSeconds, by the holder's clock), its "
             "transitions and fencing token, and its acquire and renew times."
         ),
-        epilog="exit status: 0 when the Lease was read; 1 when it does not exist or cannot "
-        "be read; 2 for bad arguments",
+        epilog=f"exit status: 0 when the Lease was read; {EXIT_UNREAD} when it does not exist, the "
+        "API server cannot be reached or the kubeconfig cannot be loaded; "
+        f"{EXIT_MISCONFIGURED} when the credentials may not read it (401, 403) or its "
+        "namespace does not exist; 2 for bad arguments",
     )
     status.add_argument("name", metavar="NAME", help="the Lease's name")
     status.add_argument(
@@ -78,8 +101,19 @@ def _main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         anyio.run(partial(show_status, target, as_json=args.output == "json", write=out))
     except LeaderElectionError as exc:
         err(f"leaderelect status: error: {exc}")
-        return 1
+        return exit_status(exc)
     return 0
+
+
+def exit_status(exc: LeaderElectionError) -> int:
+    """The exit status for a failed read: :data:`EXIT_MISCONFIGURED` or :data:`EXIT_UNREAD`."""
+    if isinstance(exc, LeaseError) and not isinstance(exc, _LeaseAbsent) and is_persistent(exc):
+        return EXIT_MISCONFIGURED
+    return EXIT_UNREAD
+
+
+class _LeaseAbsent(LeaseNotFound):
+    """The Lease does not exist, in a namespace that does (or that we cannot tell about)."""
 
 
 def format_seconds(seconds: float) -> str:
@@ -226,6 +260,10 @@ def _rounded(seconds: float | None) -> float | None:
 async def read_status(target: LeaseTarget, *, clock: Clock | None = None) -> LeaseStatus:
     """Read the Lease once.
 
+    A read of a Lease in a namespace that does not exist is a plain "not found" to
+    kube-apiserver; when the Lease is missing, the namespace is read too (with the same
+    credentials, which may not be allowed to), so that the error says which one is.
+
     Raises:
         ConfigError: the kubeconfig or service account cannot be loaded.
         LeaseNotFound: the Lease (or its namespace) does not exist.
@@ -235,7 +273,15 @@ async def read_status(target: LeaseTarget, *, clock: Clock | None = None) -> Lea
     async with await open_lock(target) as lock:
         snapshot = await lock.get(timeout=REQUEST_TIMEOUT)
         if snapshot is None:
-            raise LeaseNotFound(
+            if await _namespace_exists(lock) is False:
+                raise LeaseNotFound(
+                    f'get lease {lock.lease}: namespace "{lock.namespace}" does not exist',
+                    lease=lock.lease,
+                    verb="get",
+                    status=404,
+                    reason="NotFound",
+                )
+            raise _LeaseAbsent(
                 f"lease {lock.lease} not found: there is no Lease named {lock.name!r} in "
                 f"namespace {lock.namespace!r}",
                 lease=lock.lease,
@@ -243,6 +289,26 @@ async def read_status(target: LeaseTarget, *, clock: Clock | None = None) -> Lea
                 status=404,
             )
         return LeaseStatus(lock.lease, snapshot, clock.utcnow())
+
+
+async def _namespace_exists(lock: LeaseLock) -> bool | None:
+    """Whether the Lease's namespace exists; ``None`` when the server would not say (reading
+    namespaces is not allowed, or the read failed)."""
+    api = kubernetes_asyncio.client.CoreV1Api(lock._api_client)
+    try:
+        with anyio.fail_after(REQUEST_TIMEOUT):
+            response: Any = await api.read_namespace(
+                lock.namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+            try:
+                await response.read()
+            finally:
+                response.release()
+    except Exception:  # any failure only means that we cannot tell
+        return None
+    if response.status == 404:
+        return False
+    return True if 200 <= response.status < 300 else None
 
 
 async def show_status(target: LeaseTarget, *, as_json: bool, write: Write) -> None:

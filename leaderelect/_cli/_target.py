@@ -1,4 +1,5 @@
-"""How the command line reaches the API server, in kubectl's order of preference.
+"""How the command line reaches the API server: :meth:`LeaseLock.connect
+<leaderelect.LeaseLock.connect>`, in kubectl's and controller-runtime's order of preference.
 
 1. ``--kubeconfig PATH`` (and ``--context``), when given;
 2. else ``$KUBECONFIG``, when set;
@@ -56,7 +57,7 @@ class LeaseTarget:
 
     @property
     def in_cluster(self) -> bool:
-        """True when the pod's service account will be used (see the module docstring)."""
+        """True when the pod's service account will be tried (see the module docstring)."""
         return (
             self.kubeconfig is None
             and self.context is None
@@ -66,31 +67,24 @@ class LeaseTarget:
 
 
 async def open_lock(target: LeaseTarget) -> LeaseLock:
-    """A lock on ``target`` that owns its API client (close it with ``async with``).
+    """A lock on ``target`` that owns its API client (close it with ``async with``):
+    :meth:`LeaseLock.connect <leaderelect.LeaseLock.connect>`, in the command line's terms.
 
     Raises:
         ConfigError: the kubeconfig or the service account cannot be loaded; the message
-            says which file, in the command line's terms (``--kubeconfig``).
+            says which file, in the command line's terms (``--kubeconfig``), on one line.
     """
-    if target.in_cluster:
-        try:
-            return await LeaseLock.in_cluster(target.name, target.namespace)
-        except ConfigError as exc:
-            message = " ".join(str(exc).removeprefix("in_cluster: ").split())
-            raise ConfigError(
-                f"{message} (${_IN_CLUSTER_ENV} is set, so the pod's service account was tried; "
-                "give --kubeconfig or set $KUBECONFIG to use a kubeconfig instead)"
-            ) from exc
     try:
-        return await LeaseLock.from_kubeconfig(
-            target.name, target.namespace, config_file=target.kubeconfig, context=target.context
+        return await LeaseLock._connect(
+            target.name,
+            target.namespace,
+            kubeconfig=target.kubeconfig,
+            context=target.context,
+            give="give --kubeconfig",
         )
     except ConfigError as exc:
         # One line: a YAML parser's message spans several.
-        message = " ".join(str(exc).removeprefix("config_file: ").split())
-        if target.kubeconfig is None and not os.environ.get("KUBECONFIG"):
-            message += " (give --kubeconfig, set $KUBECONFIG, or run in a pod)"
-        raise ConfigError(message) from exc
+        raise ConfigError(" ".join(str(exc).removeprefix("kubeconfig: ").split())) from exc
 
 
 async def follow_lease(

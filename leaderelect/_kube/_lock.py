@@ -5,7 +5,8 @@ Requests are sent as plain JSON dicts we build ourselves, and answers are read r
 format a ``MicroTime`` without its fraction when ``microsecond == 0`` (the server answers 400),
 and would crash deserialising a Lease someone else wrote badly. Failures become the
 :mod:`leaderelect._errors` tree in ``_errors.py``; the watch stream is read in ``_watch.py``;
-kubeconfig and service-account loading is in ``_connect.py``.
+kubeconfig and service-account loading is in ``_connect.py``, and the credentials a lock
+owns are kept fresh by ``_credentials.py``: a 401 reloads them and sends the request once more.
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, final
 
 import anyio
 import kubernetes_asyncio.client
 
+from .._errors import LeaseForbidden
 from .._lease_client import LeaseSnapshot, WatchEvent
 from .._record import LeaseRecord, spec_from_record
-from ._connect import load_in_cluster, load_kubeconfig, pod_namespace
+from ._connect import Connection, connect, load_in_cluster, load_kubeconfig, pod_namespace
+from ._credentials import Credentials
 from ._errors import is_lease_404, map_errors, status_error
 from ._names import validate_name, validate_namespace
 from ._snapshot import snapshot_from_body
@@ -54,8 +58,8 @@ class LeaseLock:
 
     Args:
         api_client: the kubernetes_asyncio client to send requests with. The lock does not
-            close it; use :meth:`from_kubeconfig` or :meth:`in_cluster` for a lock that owns
-            its client.
+            close it, nor refresh its credentials; use :meth:`connect` for a lock that owns
+            its client and keeps its credentials fresh.
         name: the Lease's name (an RFC 1123 subdomain).
         namespace: the Lease's namespace (an RFC 1123 label).
 
@@ -64,7 +68,7 @@ class LeaseLock:
 
     Example:
         ```python
-        async with await LeaseLock.from_kubeconfig("billing", "ops") as lock:
+        async with await LeaseLock.connect("billing", "ops") as lock:
             elector = LeaderElector(lock, identity=pod_name)
         ```
     """
@@ -90,7 +94,81 @@ class LeaseLock:
         self._reserved_api: kubernetes_asyncio.client.CoordinationV1Api | None = None
         self._reservations = 0
         self._owns_client = False
+        self._credentials: Credentials | None = None
         self._closed = False
+
+    @classmethod
+    async def connect(
+        cls,
+        name: str,
+        namespace: str | None = None,
+        *,
+        kubeconfig: str | os.PathLike[str] | None = None,
+        context: str | None = None,
+    ) -> LeaseLock:
+        """Build a lock, and the API client it owns, from wherever this process finds its
+        cluster: the one way to connect, inside a pod or outside.
+
+        The configuration is looked for in controller-runtime's (and kubectl's) order:
+
+        1. ``kubeconfig``, when given;
+        2. else ``$KUBECONFIG``, when set (a list of paths, as kubectl reads it);
+        3. else the pod's service account, when running in a pod (``$KUBERNETES_SERVICE_HOST``
+           is set) and no ``context`` is asked for; a service account that cannot be loaded
+           falls through to the next step;
+        4. else ``~/.kube/config``.
+
+        The lock keeps the credentials it loaded fresh: tokens from an exec plugin (EKS,
+        GKE's ``gke-gcloud-auth-plugin``, ``kubelogin``), an OIDC or GCP auth-provider are
+        refreshed before they expire, a service-account token (which the kubelet rotates) is
+        read again every minute, and a request answered 401 reloads them and is sent once more
+        before it fails.
+
+        Args:
+            name: the Lease's name.
+            namespace: the Lease's namespace; by default the kubeconfig context's namespace
+                (else ``"default"``), or in a pod its own namespace.
+            kubeconfig: a kubeconfig file to use instead of looking for one.
+            context: the kubeconfig context to use; by default its current context.
+
+        Returns:
+            A lock that closes its API client in :meth:`aclose`.
+
+        Raises:
+            ConfigError: a name is invalid, or the configuration found cannot be loaded, or
+                none was found; the message says what was tried.
+
+        Example:
+            ```python
+            async with await LeaseLock.connect("my-controller") as lock:
+                elector = LeaderElector(lock)
+            ```
+        """
+        return await cls._connect(name, namespace, kubeconfig=kubeconfig, context=context)
+
+    @classmethod
+    async def _connect(
+        cls,
+        name: str,
+        namespace: str | None,
+        *,
+        kubeconfig: str | os.PathLike[str] | None,
+        context: str | None,
+        give: str = "pass kubeconfig=...",
+    ) -> LeaseLock:
+        """:meth:`connect`; ``give`` says how messages name an explicit kubeconfig."""
+        validate_name(name)
+        if namespace is not None:
+            validate_namespace(namespace)
+        connection = await connect(kubeconfig, context, give=give)
+        if namespace is None:
+            namespace = (
+                await pod_namespace()
+                if connection.in_cluster
+                else connection.namespace or "default"
+            )
+            validate_namespace(namespace)
+        return await cls._owning(connection, name, namespace)
 
     @classmethod
     async def from_kubeconfig(
@@ -102,6 +180,9 @@ class LeaseLock:
         context: str | None = None,
     ) -> LeaseLock:
         """Build a lock, and the API client it owns, from a kubeconfig file.
+
+        Its credentials are kept fresh as :meth:`connect` describes. Prefer :meth:`connect`,
+        which also works in a pod.
 
         Args:
             name: the Lease's name.
@@ -119,15 +200,18 @@ class LeaseLock:
         validate_name(name)
         if namespace is not None:
             validate_namespace(namespace)
-        configuration, context_namespace = await load_kubeconfig(config_file, context)
+        connection = await load_kubeconfig(config_file, context)
         if namespace is None:
-            namespace = context_namespace or "default"
+            namespace = connection.namespace or "default"
             validate_namespace(namespace)
-        return await cls._owning(configuration, name, namespace)
+        return await cls._owning(connection, name, namespace)
 
     @classmethod
     async def in_cluster(cls, name: str, namespace: str | None = None) -> LeaseLock:
         """Build a lock, and the API client it owns, from the pod's service account.
+
+        The token file, which the kubelet rotates, is read again every minute and after a 401.
+        Prefer :meth:`connect`, which also works outside a pod.
 
         Args:
             name: the Lease's name.
@@ -143,23 +227,22 @@ class LeaseLock:
         validate_name(name)
         if namespace is not None:
             validate_namespace(namespace)
-        configuration = await load_in_cluster()
+        connection = await load_in_cluster()
         if namespace is None:
             namespace = await pod_namespace()
             validate_namespace(namespace)
-        return await cls._owning(configuration, name, namespace)
+        return await cls._owning(connection, name, namespace)
 
     @classmethod
-    async def _owning(
-        cls, configuration: kubernetes_asyncio.client.Configuration, name: str, namespace: str
-    ) -> LeaseLock:
-        api_client = _new_client(configuration)
+    async def _owning(cls, connection: Connection, name: str, namespace: str) -> LeaseLock:
+        api_client = _new_client(connection.configuration)
         try:
             lock = cls(api_client, name, namespace)
         except BaseException:
             await api_client.close()
             raise
         lock._owns_client = True
+        lock._credentials = connection.credentials
         return lock
 
     @property
@@ -360,14 +443,20 @@ class LeaseLock:
             raise TypeError(f"timeout_seconds must be an int, got {timeout_seconds!r}")
         if timeout_seconds < 1:
             raise ValueError(f"timeout_seconds must be at least 1, got {timeout_seconds}")
-        return LeaseWatch(
-            self._api,
-            self.name,
-            self.namespace,
-            resource_version=resource_version,
-            timeout_seconds=timeout_seconds,
-            ensure_open=self._ensure_open,
-        )
+
+        def open_watch() -> LeaseWatch:
+            return LeaseWatch(
+                self._api,
+                self.name,
+                self.namespace,
+                resource_version=resource_version,
+                timeout_seconds=timeout_seconds,
+                ensure_open=self._ensure_open,
+            )
+
+        if self._credentials is None:
+            return open_watch()
+        return _ReauthenticatingWatch(open_watch, self._credentials, self.lease)
 
     # ---------------------------------------------------------------------------- plumbing
 
@@ -384,7 +473,9 @@ class LeaseLock:
 
         Bodies in ``args`` are plain dicts (module docstring), and the answer is read raw.
         Returns the 2xx answer, or with ``missing_ok`` also a 404 saying this Lease is missing;
-        raises the mapped error for anything else.
+        raises the mapped error for anything else. A 401 to a lock that owns its credentials
+        reloads them and, when they changed, sends the request once more, within the same
+        ``timeout``.
         """
         self._ensure_open()
         _check_timeout(timeout)
@@ -392,14 +483,20 @@ class LeaseLock:
             map_errors(verb, name=self.name, namespace=self.namespace, timeout=timeout),
             anyio.fail_after(timeout),
         ):
-            response = await method(*args, _preload_content=False, _request_timeout=timeout)
-            try:
-                body = await response.read()
-            except BaseException:
-                response.close()
-                raise
-            response.release()
-        reply = _Reply(response.status, body, response.headers)
+            sent_at = anyio.current_time()
+            reply = await _call(method, args, timeout)
+            if (
+                reply.status == 401
+                and self._credentials is not None
+                and await self._credentials.recover(sent_at)
+            ):
+                logger.info(
+                    "%s lease %s: HTTP 401, sending it again with reloaded credentials",
+                    verb,
+                    self.lease,
+                    extra={"lease": self.lease, "verb": verb, "status": reply.status},
+                )
+                reply = await _call(method, args, timeout)
         logger.debug(
             "%s lease %s: HTTP %d",
             verb,
@@ -427,6 +524,58 @@ class LeaseLock:
     def _ensure_open(self) -> None:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
+
+
+async def _call(
+    method: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    timeout: float,  # noqa: ASYNC109
+) -> _Reply:
+    """Send one request and read its whole answer (the caller bounds the time)."""
+    response = await method(*args, _preload_content=False, _request_timeout=timeout)
+    try:
+        body = await response.read()
+    except BaseException:
+        response.close()
+        raise
+    response.release()
+    return _Reply(response.status, body, response.headers)
+
+
+@final
+class _ReauthenticatingWatch:
+    """A :class:`LeaseWatch` opened once more, with reloaded credentials, after a 401."""
+
+    def __init__(
+        self, open_watch: Callable[[], LeaseWatch], credentials: Credentials, lease: str
+    ) -> None:
+        self._open_watch = open_watch
+        self._credentials = credentials
+        self._lease = lease
+        self._watch = open_watch()
+
+    async def __aenter__(self) -> AsyncIterator[WatchEvent]:
+        sent_at = anyio.current_time()
+        try:
+            return await self._watch.__aenter__()
+        except LeaseForbidden as exc:
+            if exc.status != 401 or not await self._credentials.recover(sent_at):
+                raise
+        logger.info(
+            "watch lease %s: HTTP 401, watching again with reloaded credentials",
+            self._lease,
+            extra={"lease": self._lease, "verb": "watch", "status": 401},
+        )
+        self._watch = self._open_watch()
+        return await self._watch.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._watch.__aexit__(exc_type, exc, traceback)
 
 
 def _new_client(

@@ -104,6 +104,9 @@ class ElectionStatus:
     """True while the election campaigns or leads; False before start, after stop or failure."""
     error: str | None
     """Why the election stopped, when leader-only work failed; ``None`` otherwise."""
+    problem: str | None = None
+    """Why the election cannot proceed (a missing RBAC permission, a missing namespace), while
+    it retries: [`LeaderElector.problem`][leaderelect.LeaderElector.problem]; ``None`` otherwise."""
 
     def to_dict(self) -> dict[str, str | bool | None]:
         """The status as a JSON-ready mapping (the token rendered as ``"uid:transitions"``)."""
@@ -115,6 +118,7 @@ class ElectionStatus:
             "token": None if self.token is None else str(self.token),
             "running": self.running,
             "error": self.error,
+            "problem": self.problem,
         }
 
 
@@ -184,6 +188,7 @@ class BackgroundElection:
         """A snapshot of the election's state; read it on the event loop's thread."""
         term = self.leadership
         error = self._error
+        problem = self._elector.problem
         return ElectionStatus(
             lease=self._elector.lease,
             identity=self._elector.identity,
@@ -192,6 +197,7 @@ class BackgroundElection:
             token=None if term is None else term.token,
             running=self._running,
             error=None if error is None else f"{type(error).__name__}: {error}",
+            problem=None if problem is None else str(problem),
         )
 
     async def wait_until(self, predicate: Callable[[ElectionStatus], bool]) -> ElectionStatus:
@@ -313,10 +319,18 @@ def liveness_problem(election: BackgroundElection, tolerance: float) -> str | No
 
 
 def readiness_problem(election: BackgroundElection, *, leader_only: bool) -> str | None:
-    """Why the replica should not get traffic, or ``None`` when it is ready."""
+    """Why the replica should not get traffic, or ``None`` when it is ready.
+
+    Not ready while the election is not running, while it cannot proceed because of a
+    misconfiguration ([`LeaderElector.problem`][leaderelect.LeaderElector.problem]: the
+    message names the missing RBAC verb and resource, or the missing namespace), and, with
+    ``leader_only``, while this replica does not lead.
+    """
     status = election.status
     if not status.running:
         return f"leader election for lease {status.lease} is not running"
+    if status.problem is not None:
+        return f"leader election for lease {status.lease} cannot proceed: {status.problem}"
     if leader_only and not status.is_leader:
         return _not_leader_message(status)
     return None

@@ -166,7 +166,11 @@ def health_routes(
       since its last renewal ([`LeaderElector.check()`][leaderelect.LeaderElector.check],
       client-go's ``HealthzAdaptor``). Followers are healthy.
     - ``GET /readyz``, for the readiness probe: 200 while the election runs; with
-      ``ready_only_when_leading``, only on the leader.
+      ``ready_only_when_leading``, only on the leader. 503 while the election cannot proceed
+      because of a misconfiguration
+      ([`LeaderElector.problem`][leaderelect.LeaderElector.problem]), its ``reason`` naming
+      the missing RBAC verb and resource, or the missing namespace; 200 again once a request
+      of the same kind gets through.
     - ``GET /leader``: always 200, the
       [`ElectionStatus`][leaderelect.integrations.ElectionStatus] as JSON.
 

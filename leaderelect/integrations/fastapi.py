@@ -164,7 +164,10 @@ def health_router(
       ``HealthzAdaptor``). Followers are healthy.
     - ``GET /readyz``, for the readiness probe: 200 while the election runs; with
       ``ready_only_when_leading``, only on the leader, so that a Service sends traffic to the
-      leader alone.
+      leader alone. 503 while the election cannot proceed because of a misconfiguration
+      ([`LeaderElector.problem`][leaderelect.LeaderElector.problem]), its ``reason`` naming
+      the missing RBAC verb and resource, or the missing namespace; 200 again once a request
+      of the same kind gets through.
     - ``GET /leader``: always 200, the
       [`ElectionStatus`][leaderelect.integrations.ElectionStatus] as JSON (who leads, whether
       this replica does, the fencing token).

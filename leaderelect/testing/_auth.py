@@ -1,16 +1,18 @@
 """Bearer-token users and RBAC-style rules, answered as kube-apiserver answers them.
 
-A :class:`User` has a name, a token and either no rules (a superuser, like ``system:masters``)
-or a list of :class:`Rule`. Like RBAC, a rule allows a request when the verb, the resource, the
-namespace and (when given) the resource name all match; a rule without ``namespaces`` is a
-ClusterRole bound cluster-wide, so it also covers cluster-scope requests (a list or watch of
-Leases in all namespaces). Every authenticated user may read the discovery and health paths
-(``system:discovery``); the anonymous user only the health and version paths.
+A :class:`User` has a name, a token (valid until ``token_expires``, if given) and either no
+rules (a superuser, like ``system:masters``) or a list of :class:`Rule`. Like RBAC, a rule
+allows a request when the verb, the resource, the namespace and (when given) the resource name
+all match; a rule without ``namespaces`` is a ClusterRole bound cluster-wide, so it also covers
+cluster-scope requests (a list or watch of Leases in all namespaces). Every authenticated user
+may read the discovery and health paths (``system:discovery``); the anonymous user only the
+health and version paths.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import secrets
 from collections.abc import Collection, Iterable, Sequence
 
@@ -95,11 +97,19 @@ class User:
         name: the user name (``admin``, ``elector``, ...), as RBAC messages print it.
         token: the bearer token.
         rules: ``None`` for a superuser (allowed everything), else the rules that allow requests.
+        token_expires: when ``token`` stops working (a timezone-aware time; requests carrying it
+            are answered 401 ``Unauthorized`` from then on, as kube-apiserver answers an expired
+            token); ``None`` for never.
     """
 
     name: str
     token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(16))
     rules: tuple[Rule, ...] | None = None
+    token_expires: datetime.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.token_expires is not None and self.token_expires.tzinfo is None:
+            raise ValueError("token_expires must be timezone-aware (datetime.timezone.utc)")
 
     @property
     def is_superuser(self) -> bool:
@@ -137,12 +147,17 @@ def anonymous_allows_path(path: str) -> bool:
     return path in _PUBLIC_PATHS
 
 
-def make_user(name: str, rules: Sequence[Rule] | None = None, token: str | None = None) -> User:
+def make_user(
+    name: str,
+    rules: Sequence[Rule] | None = None,
+    token: str | None = None,
+    token_expires: datetime.datetime | None = None,
+) -> User:
     """A :class:`User`; ``rules=None`` makes a superuser, ``token=None`` a random token."""
     frozen_rules = None if rules is None else tuple(rules)
     if token is None:
-        return User(name, rules=frozen_rules)
-    return User(name, token, frozen_rules)
+        return User(name, rules=frozen_rules, token_expires=token_expires)
+    return User(name, token, frozen_rules, token_expires)
 
 
 def admin_user(token: str | None = None) -> User:

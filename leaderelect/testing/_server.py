@@ -20,6 +20,7 @@ import copy
 import datetime
 import logging
 import pathlib
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -29,6 +30,7 @@ import anyio
 from aiohttp import web
 
 from ._apiserver.calls import Call, Reply, Settings
+from ._apiserver.events import EventHandlers
 from ._apiserver.http import Route, Router, parse_request, render
 from ._apiserver.kubeconfig import credential_url, write_kubeconfig
 from ._apiserver.leases import LeaseHandlers
@@ -58,7 +60,8 @@ class LeaseApiServer:
 
     It answers as kube-apiserver v1.36.2 does (bodies, errors, resourceVersions, watch), with
     bearer-token users and RBAC-style rules, a fault injector, request counters and a write
-    history. Use it as an async context manager::
+    history. It also serves the Events an elector writes (``events.k8s.io/v1`` create, get and
+    list; core ``v1`` get and list). Use it as an async context manager::
 
         async with LeaseApiServer(users=standard_users()) as server:
             config = server.kubeconfig("elector")
@@ -92,6 +95,7 @@ class LeaseApiServer:
         self._requested_port = port
         self._port: int | None = None
         self._users: dict[str, User] = {}
+        self._issued: dict[str, tuple[str, datetime.datetime | None]] = {}
         for user in users if users is not None else [admin_user()]:
             self._register(user)
         self._store = Store(
@@ -106,10 +110,12 @@ class LeaseApiServer:
             resource_version_wait=resource_version_wait,
         )
         leases = LeaseHandlers(self._store, settings, wall_clock=_utcnow)
+        self._events = EventHandlers(self._store, now=leases.now)
         self._router = Router(
             leases,
             WatchHandler(self._store, settings, now=leases.now, closing=self._closing),
             NamespaceHandler(self._store, now=leases.now),
+            self._events,
         )
         self.faults = FaultInjector(self._store, self._closing)
         """The fault injector (see :class:`~leaderelect.testing.FaultInjector`)."""
@@ -203,16 +209,71 @@ class LeaseApiServer:
         for other in self._users.values():
             if other.token == user.token and other.name != user.name:
                 raise ValueError(f"token of user {user.name!r} is already used by {other.name!r}")
+        issued = self._issued.get(user.token)
+        if issued is not None and issued[0] != user.name:
+            raise ValueError(f"token of user {user.name!r} is already used by {issued[0]!r}")
         self._users[user.name] = user
 
     def add_user(
-        self, name: str, rules: Sequence[Rule] | None = None, token: str | None = None
+        self,
+        name: str,
+        rules: Sequence[Rule] | None = None,
+        token: str | None = None,
+        *,
+        token_expires: datetime.datetime | None = None,
     ) -> User:
-        """Add (or replace) a user; ``rules=None`` allows everything, ``token=None`` makes one."""
-        user = make_user(name, rules, token)
+        """Add (or replace) a user; ``rules=None`` allows everything, ``token=None`` makes one.
+
+        ``token_expires`` (a timezone-aware time) makes the token stop working then: requests
+        carrying it are answered 401 ``Unauthorized``, the body kube-apiserver sends for an
+        expired or unknown token. Give the user more tokens with :meth:`issue_token`.
+        """
+        user = make_user(name, rules, token, token_expires)
         self._users.pop(name, None)
         self._register(user)
         return user
+
+    def issue_token(
+        self,
+        user: str | User,
+        *,
+        expires: datetime.datetime | None = None,
+        token: str | None = None,
+    ) -> str:
+        """Give ``user`` another bearer token, valid until ``expires``, and return it.
+
+        As with the tokens an exec plugin (``aws eks get-token``), an OIDC provider or the
+        TokenRequest API hands out, the user's other tokens keep working until their own
+        expiry; a request carrying an expired token is answered 401 ``Unauthorized``. Use it
+        to rotate a client's credentials under a running test, and :meth:`revoke_token` to
+        end a token early.
+
+        Args:
+            user: an existing user (its name or :class:`~leaderelect.testing.User`).
+            expires: when the token stops working (timezone-aware); ``None`` for never.
+            token: the token; by default a random one.
+
+        Raises:
+            KeyError: there is no such user.
+            ValueError: ``expires`` is naive, or ``token`` belongs to another user.
+        """
+        name = user.name if isinstance(user, User) else user
+        if name not in self._users:
+            raise KeyError(f"no user {name!r}")
+        if expires is not None and expires.tzinfo is None:
+            raise ValueError("expires must be timezone-aware (datetime.timezone.utc)")
+        if token is None:
+            token = secrets.token_hex(16)
+        owner = next((u.name for u in self._users.values() if u.token == token), None)
+        owner = owner or self._issued.get(token, (None, None))[0]
+        if owner is not None and owner != name:
+            raise ValueError(f"token is already used by {owner!r}")
+        self._issued[token] = (name, expires)
+        return token
+
+    def revoke_token(self, token: str) -> None:
+        """Stop accepting a token from :meth:`issue_token` (401 from now on); no-op if unknown."""
+        self._issued.pop(token, None)
 
     @property
     def users(self) -> Mapping[str, User]:
@@ -266,6 +327,11 @@ class LeaseApiServer:
     def leases(self, namespace: str | None = None) -> list[dict[str, Any]]:
         """Copies of the stored Leases (all namespaces when ``namespace`` is None)."""
         return copy.deepcopy(self._store.items(namespace))
+
+    def events(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        """Copies of the stored Events (``events.k8s.io/v1`` form; all namespaces when
+        ``namespace`` is None), in the order ``kubectl get events`` lists them."""
+        return self._events.items(namespace)
 
     def create_namespace(self, name: str) -> None:
         """Create a namespace (no-op when it exists)."""
@@ -321,9 +387,15 @@ class LeaseApiServer:
             if path_token is None:
                 return ANONYMOUS
             token = path_token
+        now = _utcnow()
         for user in self._users.values():
             if user.token == token:
-                return user.name
+                expires = user.token_expires
+                return user.name if expires is None or now < expires else None
+        issued = self._issued.get(token)
+        if issued is not None and issued[0] in self._users:
+            name, expires = issued
+            return name if expires is None or now < expires else None
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:

@@ -235,6 +235,7 @@ async def test_status_renders_as_json(
                 "token": str(status.token),
                 "running": True,
                 "error": None,
+                "problem": None,
             }
             assert repr(election) == "<BackgroundElection 'json' for default/integrations leading>"
         await leaderelect_server.wait_for_lease("default", LEASE, held_by(""))

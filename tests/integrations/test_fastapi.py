@@ -166,6 +166,7 @@ async def test_health_endpoints_on_leader_and_follower(leaderelect_server: Lease
                 "is_leader": True,
                 "running": True,
                 "error": None,
+                "problem": None,
             }
             follower = (await b.get("/leader")).json()
             assert follower["leader"] == "a" and follower["is_leader"] is False

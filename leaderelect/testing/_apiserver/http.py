@@ -18,6 +18,7 @@ from aiohttp import web
 from .._requests import RequestInfo
 from . import discovery
 from .calls import Call, Reply
+from .events import EVENTS_GROUP, EventHandlers
 from .gojson import dumps
 from .kubeconfig import split_credential
 from .leases import LeaseHandlers
@@ -125,11 +126,16 @@ class Router:
     """Sends an authorized request to its endpoint, or answers a non-resource path."""
 
     def __init__(
-        self, leases: LeaseHandlers, watches: WatchHandler, namespaces: NamespaceHandler
+        self,
+        leases: LeaseHandlers,
+        watches: WatchHandler,
+        namespaces: NamespaceHandler,
+        events: EventHandlers | None = None,
     ) -> None:
         self._leases = leases
         self._watches = watches
         self._namespaces = namespaces
+        self._events = events
 
     async def resource(self, call: Call, route: Route) -> Reply | web.StreamResponse:
         """Serve a resource request (Leases, namespaces)."""
@@ -140,6 +146,19 @@ class Router:
             if len(route.parts) > 2:
                 raise path_not_found()
             return await self._namespaces.namespaces(call)
+        if (
+            self._events is not None
+            and info.resource == "events"
+            and route.version == "v1"
+            and route.group in ("", EVENTS_GROUP)
+            and not route.watch_prefix
+            and not info.is_watch
+        ):
+            if len(route.parts) > 2:
+                raise path_not_found()
+            return await self._events.serve(
+                call, core=route.group == "", named=len(route.parts) == 2
+            )
         if route.group == GROUP and route.version == "v1" and info.resource == "leases":
             parts = route.parts
             if len(parts) > 2:

@@ -334,19 +334,21 @@ def _type_error(what: str, go_name: str, struct: str | None, path: str) -> str:
     return f"json: cannot unmarshal {what} into Go struct field {struct}.{path} of type {go_name}"
 
 
-def decode(value: object) -> Decoded:
-    """Decode a parsed JSON value into a Lease, as kube-apiserver's strict JSON decoder does.
+def decode(value: object, gotype: GoType = LEASE_TYPE) -> Decoded:
+    """Decode a parsed JSON value into a Lease (or another ``gotype`` struct), as
+    kube-apiserver's strict JSON decoder does.
 
     Raises:
         DecodeFailure: on the first type mismatch or timestamp error (Go's message).
     """
     decoder = _Decoder()
+    assert gotype.struct is not None
     if value is None:
         obj: dict[str, Any] = {}
     elif isinstance(value, dict):
-        obj = decoder.struct(value, LEASE, "")
+        obj = decoder.struct(value, gotype.struct, "")
     else:
-        raise DecodeFailure(_type_error(json_kind(value), LEASE_TYPE.go_name, None, ""))
+        raise DecodeFailure(_type_error(json_kind(value), gotype.go_name, None, ""))
     if decoder.saved is not None:
         raise DecodeFailure(decoder.saved)
     return Decoded(obj, decoder.strict)

@@ -333,6 +333,12 @@ class Store:
         self._changed = asyncio.Event()
         return stored
 
+    def next_resource_version(self) -> int:
+        """Take the next resourceVersion for an object kept outside this store (an Event):
+        one counter for the cluster, as in etcd."""
+        self.resource_version += 1
+        return self.resource_version
+
     def compact(self, resource_version: int | None = None) -> None:
         """Forget history up to ``resource_version`` (default: all of it)."""
         target = self.resource_version if resource_version is None else resource_version
