@@ -8,10 +8,11 @@ after the *send* time of its last successful renewal (see ``_term.py``). The dif
 ``lease_duration - renew_deadline``, is the margin that absorbs clock-rate drift and pauses.
 
 The path of one election: ``_following()`` keeps a :class:`LeaseView` current with one watch
-(``_follow.py``); ``_campaign()`` waits on that view until the lease is free or expired and
-takes it with a conditional write; the won write starts a :class:`Term`, which renews, notices
-a loss, and releases on the way out. ``leading()`` is one campaign and one term; ``lead()``
-campaigns until stopped; ``run()`` is client-go's callback interface on top of ``lead()``.
+(``_follow.py``); the ``Campaign`` (``_campaign.py``) waits on that view until the lease is
+free or expired and takes it with a conditional write; the won write starts a :class:`Term`,
+which renews, notices a loss, and releases on the way out. ``leading()`` is one campaign and
+one term; ``lead()`` campaigns until stopped; ``run()`` is client-go's callback interface on
+top of ``lead()``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any, TypeVar, final
 import anyio
 from anyio.abc import TaskGroup
 
-from ._backoff import RetryPacer
-from ._clock import Clock, LoopClock, loop_time
+from ._campaign import Campaign
+from ._clock import Clock, LoopClock
 from ._config import Timings
-from ._errors import ConfigError, LeaseConflict, LeaseError, LeaseNotFound
+from ._errors import ConfigError, LeaseError
 from ._events import LeadershipEvents
 from ._follow import follow
 from ._guard import GuardedMetrics
@@ -39,9 +40,8 @@ from ._identity import default_identity
 from ._kube import LeaseLock
 from ._lease_client import LeaseSnapshot
 from ._problems import ProblemWatch
-from ._record import LeaseRecord
 from ._tasks import BackgroundTasks
-from ._term import FencingToken, Leadership, LeadershipLost, Term, holder_record, release
+from ._term import Leadership, LeadershipLost, Term
 from ._view import LeaseView
 from .metrics import MetricsSink, NoopMetrics
 
@@ -117,7 +117,6 @@ class LeaderElector:
         self._lock = lock
         self._client = ProblemWatch(lock)
         """Every request of the election goes through it: it keeps ``problem``."""
-        self._release_on_cancel = bool(release_on_cancel)
         self._watch = bool(watch)
         self._metrics: MetricsSink = GuardedMetrics(
             metrics if metrics is not None else NoopMetrics()
@@ -130,11 +129,17 @@ class LeaderElector:
         )
         self._clock: Clock = clock if clock is not None else LoopClock()
         self._rng = rng if rng is not None else random.Random()
+        self._campaign = Campaign(
+            self._client,
+            identity=identity,
+            timings=self._timings,
+            clock=self._clock,
+            rng=self._rng,
+            metrics=self._metrics,
+            release_on_exit=bool(release_on_cancel),
+        )
         self._busy = False
         self._term: Term | None = None
-        self._last_won: FencingToken | None = None
-        """The token of the last term this elector won: a record naming our identity is ours
-        only if it is that term (another process may share our identity)."""
         self._view: LeaseView | None = None
         """The view while anything follows the Lease: the shared one, or a term's own."""
         self._shared_view: LeaseView | None = None
@@ -320,7 +325,7 @@ class LeaderElector:
         try:
             async with self._following() as view, self._event_tasks() as event_tasks:
                 started = self._clock.monotonic()
-                term = await self._campaign(view)
+                term = await self._campaign.run(view)
                 transitions = term.leadership.token.transitions
                 self._metrics.acquired(self.lease, self._clock.monotonic() - started, transitions)
                 self._metrics.leading_changed(self.lease, True)
@@ -510,154 +515,6 @@ class LeaderElector:
                     yield receive
             finally:
                 remove()
-
-    # -- the campaign ---------------------------------------------------------------------
-
-    def _is_ours(self, snapshot: LeaseSnapshot) -> bool:
-        """True when ``snapshot`` records the last term this very elector won.
-
-        A record that merely names our identity may have been written by another process
-        sharing it (two workers of one pod, a restart): that holder's claim expires like any
-        other's.
-        """
-        won = self._last_won
-        return (
-            won is not None
-            and snapshot.record.holder_identity == self._identity
-            and snapshot.uid == won.lease_uid
-            and snapshot.record.lease_transitions == won.transitions
-        )
-
-    def _claim_ends(self, view: LeaseView) -> float:
-        """Until when (our monotonic clock) another holder's claim on the lease must be waited
-        out; ``-inf`` when the lease may be taken now."""
-        fallback = self._timings.lease_duration
-        snapshot = view.snapshot
-        if snapshot is None:
-            # Deleted while held: the holder may still be working (cut off, it learns nothing
-            # of the deletion), so its claim is waited out as if the Lease were there.
-            deleted = view.deleted_holder
-            if deleted is None or self._is_ours(deleted):
-                return -math.inf
-            return view.deleted_claim_ends(fallback)
-        if snapshot.record.is_free or self._is_ours(snapshot):
-            return -math.inf
-        return view.expires_at(fallback)
-
-    async def _campaign(self, view: LeaseView) -> Term:
-        """Wait for the lease to be free or expired, and take it; returns the new term."""
-        timings, clock = self._timings, self._clock
-        pacer = RetryPacer("acquiring", self.lease, timings.retry_period, self._rng)
-        while True:
-            since = view.version
-            snapshot = view.snapshot
-            claim_ends = self._claim_ends(view)
-            if clock.monotonic() < claim_ends:
-                await view.wait_for_change(since, loop_time(clock, claim_ends))
-                continue
-            sent_at = clock.monotonic()
-            now = clock.utcnow()
-            transitions = 0 if snapshot is None else snapshot.record.lease_transitions + 1
-            record = holder_record(
-                self._identity, timings, transitions=transitions, acquired=now, renewed=now
-            )
-            try:
-                won = await self._claim(record, snapshot)
-            except LeaseConflict:
-                # Someone else won the race, or our view was stale. The watch will tell us
-                # who; read only if it has not within a retry period.
-                logger.debug("lost the race for lease %s; learning the new holder", self.lease)
-                if not await view.wait_for_change(
-                    since, anyio.current_time() + timings.retry_period
-                ):
-                    await self._refresh(view)
-                continue
-            except LeaseNotFound as exc:
-                if snapshot is not None:  # deleted under us: create it next time
-                    view.update(None, clock.monotonic())
-                    continue
-                await anyio.sleep(pacer.failed(exc))
-                continue
-            except LeaseError as exc:
-                await anyio.sleep(pacer.failed(exc))
-                continue
-            view.update(won, sent_at, authoritative=True)
-            self._last_won = FencingToken(won.uid, won.record.lease_transitions)
-            logger.info(
-                "lease %s acquired by %s (transitions=%d)",
-                self.lease,
-                self._identity,
-                won.record.lease_transitions,
-            )
-            return Term(
-                client=self._client,
-                view=view,
-                identity=self._identity,
-                won=won,
-                acquired_at=now,
-                sent_at=sent_at,
-                timings=timings,
-                clock=clock,
-                rng=self._rng,
-                metrics=self._metrics,
-                release_on_exit=self._release_on_cancel,
-            )
-
-    async def _claim(self, record: LeaseRecord, base: LeaseSnapshot | None) -> LeaseSnapshot:
-        """Write our claim: create the Lease, or take it over from ``base``.
-
-        Also when the record names us (a restart with a stable identity): a new term gets a
-        new fencing token either way. If we are cancelled while the write is in flight, it
-        may still have been applied, with nobody left to lead or renew: then we release it.
-        """
-        timeout = self._timings.renew_deadline / 2
-        try:
-            if base is None:
-                return await self._client.create(record, timeout=timeout)
-            return await self._client.update(record, base=base, timeout=timeout)
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._release_if_written(record)
-            raise
-
-    async def _release_if_written(self, record: LeaseRecord) -> None:
-        def is_our_claim(snapshot: LeaseSnapshot | None) -> bool:
-            return snapshot is not None and (
-                snapshot.record.holder_identity == record.holder_identity
-                and snapshot.record.lease_transitions == record.lease_transitions
-                and snapshot.record.acquire_time == record.acquire_time
-            )
-
-        with anyio.move_on_after(self._timings.renew_deadline):
-            try:
-                current = await self._client.get(timeout=self._timings.renew_deadline / 2)
-            except LeaseError as exc:
-                logger.warning(
-                    "campaign for lease %s cancelled mid-write, and reading it failed: %s; if "
-                    "the write was applied, followers take the lease over when it expires",
-                    self.lease,
-                    exc,
-                )
-                return
-            if is_our_claim(current):
-                logger.info("campaign for lease %s cancelled after its write won", self.lease)
-                await release(
-                    self._client,
-                    current,
-                    owns=is_our_claim,
-                    identity=self._identity,
-                    timings=self._timings,
-                    clock=self._clock,
-                    rng=self._rng,
-                )
-
-    async def _refresh(self, view: LeaseView) -> None:
-        try:
-            snapshot = await self._client.get(timeout=self._timings.renew_deadline / 2)
-        except LeaseError as exc:
-            logger.debug("reading lease %s failed: %s", self.lease, exc)
-            return
-        view.update(snapshot, self._clock.monotonic(), authoritative=True)
 
 
 def _resolve_timings(
