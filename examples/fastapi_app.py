@@ -1,7 +1,8 @@
 """A FastAPI service: every replica serves requests, the leader also runs background work.
 
 ```shell
-pip install 'leaderelect[fastapi,prometheus]' uvicorn
+pip install uvicorn \
+  'leaderelect[fastapi,prometheus] @ git+https://github.com/leaderelect/leaderelect'
 uvicorn fastapi_app:app --port 8000
 ```
 

@@ -1,7 +1,7 @@
 """A kopf operator that runs on one replica at a time, elected on a Lease: no peering CRDs.
 
 ```shell
-pip install 'leaderelect[kopf]'
+pip install 'leaderelect[kopf] @ git+https://github.com/leaderelect/leaderelect'
 python examples/kopf_operator.py
 ```
 

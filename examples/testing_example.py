@@ -1,8 +1,9 @@
 """Testing code that uses leaderelect, with the fixtures of ``leaderelect.testing``.
 
 A real pytest file: ``pytest examples/testing_example.py``. It needs pytest and pytest-asyncio
-(``pip install 'leaderelect[testing]'``); the fixtures are registered by leaderelect's pytest
-plugin, so there is nothing to import or configure for them.
+(the ``testing`` extra: ``pip install 'leaderelect[testing] @ git+URL'``, the README's
+Install); the fixtures are registered by leaderelect's pytest plugin, so there is nothing to
+import or configure for them.
 """
 
 from __future__ import annotations
