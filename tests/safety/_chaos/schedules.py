@@ -4,6 +4,14 @@ A :class:`Schedule` is plain frozen data: candidates (:class:`CandidateSpec`) an
 (:class:`FaultWindow`, :class:`CutWatches`, :class:`StallWatches`, :class:`LoopStall`,
 :class:`Kill`, :class:`Stop`); :func:`random_schedule` draws one from a seed, the same one for
 the same seed.
+
+Faults of deployments (issue 13) are drawn on top, from a random stream of their own so that
+the faults above stay what they were for every seed: candidates sharing one identity
+(``CandidateSpec.identity``), metrics hooks that raise (``CandidateSpec.hook_failures``), a
+Lease deleted while its holder is cut off (:class:`DeleteLease`), an API client crowded by the
+application's requests (:class:`Crowd`), watches that go silent for good
+(:class:`SilentWatch`) and cancellations of ``leading()`` at any await, down to a takeover
+whose write has committed while its answer is on the way (:class:`Interrupt`).
 """
 
 from __future__ import annotations
@@ -29,13 +37,18 @@ from .candidate import CHAOS_TIMINGS
 
 __all__ = [
     "LEADER",
+    "SILENT_WATCH_BOUND",
     "CandidateSpec",
+    "Crowd",
     "CutWatches",
+    "DeleteLease",
     "Event",
     "FaultWindow",
+    "Interrupt",
     "Kill",
     "LoopStall",
     "Schedule",
+    "SilentWatch",
     "StallWatches",
     "Stop",
     "fault_kind",
@@ -57,6 +70,13 @@ class CandidateSpec:
         loop_rate: its own loop's rate (1.0: the shared loop, unless ``own_loop``).
         own_loop: run in a thread with a loop of its own.
         watch: watch the Lease (False: poll).
+        identity: an explicit identity (None: ``name``). Candidates given the same one are
+            two worker processes of one pod; each is still a server user of its own.
+        hook_failures: the chance that each call of its metrics sink raises (0: a sink that
+            never raises).
+        stop_on_hook_error: when a hook's error comes out of ``leading()``, the candidate
+            stops for good (the application let the error end it) instead of campaigning
+            again.
     """
 
     name: str
@@ -65,6 +85,14 @@ class CandidateSpec:
     loop_rate: float = 1.0
     own_loop: bool = False
     watch: bool = True
+    identity: str | None = None
+    hook_failures: float = 0.0
+    stop_on_hook_error: bool = False
+
+    @property
+    def holder_identity(self) -> str:
+        """The identity it writes to ``holderIdentity``."""
+        return self.identity if self.identity is not None else self.name
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -128,7 +156,81 @@ class Stop:
     candidate: str
 
 
-Event = FaultWindow | CutWatches | StallWatches | LoopStall | Kill | Stop
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeleteLease:
+    """At ``at``, cut ``holder`` off from the server for ``partition`` seconds (its requests
+    hang, its watches end), and ``delete_after`` seconds later delete the Lease as an admin.
+
+    A common way to force a failover. The deleted record's term may still be running: no
+    follower may start before it could have ended.
+    """
+
+    at: float
+    partition: float
+    delete_after: float = 0.05
+    holder: str = LEADER
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Crowd:
+    """From ``start`` to ``end``, the application shares ``candidate``'s API client and holds
+    ``requests`` long requests on it (watches of other Leases): more than its connection pool
+    (100) has room for. The candidate's ``LeaseLock`` is built on that very client."""
+
+    start: float
+    end: float
+    candidate: str
+    requests: int = 120
+
+
+SILENT_WATCH_BOUND = 2.0
+"""Lease durations of silence (while another candidate holds and renews the Lease) after which
+a follower must have replaced its watch: "about one lease duration", with as much again for
+the check's peace of mind; the library's own bound is far below the 240-300 s of a watch's
+``timeoutSeconds``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SilentWatch:
+    """At ``at``, the watch streams ``user`` has open go silent for good: they stay open and
+    deliver nothing (a half-open connection, a stuck proxy). New watches work."""
+
+    at: float
+    user: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Interrupt:
+    """At ``at``, cancel ``candidate``'s ``leading()`` as its caller would (a campaign, or a
+    term); it campaigns again at once.
+
+    With ``takeover`` set, wait instead for its next winning write after ``at`` (a create or an
+    update that starts a term): once that write has committed, its answer is held ``hold``
+    seconds and the candidate is cancelled ``takeover`` seconds after the commit, so that the
+    cancellation lands while the answer is in flight (``takeover`` < ``hold``) or at one of the
+    awaits that follow it. With ``stop`` the candidate then stops for good instead (its caller
+    is gone).
+    """
+
+    at: float
+    candidate: str
+    takeover: float | None = None
+    hold: float = 0.0
+    stop: bool = False
+
+
+Event = (
+    FaultWindow
+    | CutWatches
+    | StallWatches
+    | LoopStall
+    | Kill
+    | Stop
+    | DeleteLease
+    | Crowd
+    | SilentWatch
+    | Interrupt
+)
 
 
 def fault_kind(window: FaultWindow) -> str:
@@ -166,6 +268,14 @@ class Schedule:
                 windows.append((event.start, event.end))
             elif isinstance(event, LoopStall):
                 windows.append((event.at, event.at + event.seconds))
+            elif isinstance(event, DeleteLease):
+                # The holder is cut off, then followers wait out the deleted record's term.
+                deleted = event.at + event.delete_after
+                windows.append((event.at, max(event.at + event.partition, deleted)))
+                windows.append((deleted, deleted + self.timings.lease_duration))
+            elif isinstance(event, SilentWatch):
+                # Noticing the silence takes about a lease duration, like a stalled watch.
+                windows.append((event.at, event.at + self.timings.lease_duration))
         return windows
 
     def fastest_clock(self) -> float:
@@ -185,7 +295,20 @@ class Schedule:
                 counts["SkewedClock"] += 1
             if spec.loop_rate != 1.0:
                 counts["skewed loop"] += 1
+            if spec.hook_failures:
+                counts["raising hooks"] += 1
+        identities = collections.Counter(spec.holder_identity for spec in self.candidates)
+        counts["shared identity"] += sum(1 for n in identities.values() if n > 1)
+        if not counts["shared identity"]:
+            del counts["shared identity"]
         return counts
+
+    def twins(self) -> dict[str, list[str]]:
+        """The candidates that share an identity with another, by identity."""
+        by_identity: dict[str, list[str]] = collections.defaultdict(list)
+        for spec in self.candidates:
+            by_identity[spec.holder_identity].append(spec.name)
+        return {identity: names for identity, names in by_identity.items() if len(names) > 1}
 
     def describe(self) -> str:
         """The schedule, one line per candidate and event, for failure messages."""
@@ -196,7 +319,7 @@ class Schedule:
 
 
 def _event_time(event: Event) -> float:
-    return event.start if isinstance(event, (FaultWindow, StallWatches)) else event.at
+    return event.start if isinstance(event, (FaultWindow, StallWatches, Crowd)) else event.at
 
 
 def random_schedule(
@@ -209,6 +332,7 @@ def random_schedule(
     own_loop_chance: float = 0.3,
     max_clock_skew: float = 0.06,
     max_loop_skew: float = 0.03,
+    deployment: bool = True,
 ) -> Schedule:
     """Draw a schedule from ``seed`` (the same seed always gives the same schedule).
 
@@ -230,6 +354,8 @@ def random_schedule(
             stalled, or skewed as a whole).
         max_clock_skew: the largest ``|rate - 1|`` of an injected :class:`SkewedClock`.
         max_loop_skew: the largest ``|rate - 1|`` of a candidate's own loop.
+        deployment: also draw the faults of deployments (see :func:`_deployment_faults`),
+            from a random stream of their own: the faults drawn without them stay the same.
     """
     rng = random.Random(seed)
     count = rng.randint(*candidates)
@@ -342,9 +468,74 @@ def random_schedule(
             events.append(FaultWindow(start, end, deny_writes(LEADER)))
         else:
             events.append(FaultWindow(start, end, Hang(user=LEADER), cut=True))
-    last = max([0.3, *(_event_end(e) for e in events)])
+    if deployment:
+        retiring = sum(isinstance(e, (Kill, Stop)) for e in events)
+        specs, more = _deployment_faults(seed, specs, fault_span, retirable=count - 2 - retiring)
+        events += more
+    last = max([0.3, *(_event_end(e, timings) for e in events)])
     duration = round(last + liveness_bound(timings) + 0.3, 3)
     return Schedule(seed, tuple(specs), tuple(events), duration, timings)
+
+
+def _deployment_faults(
+    seed: int, specs: list[CandidateSpec], fault_span: float, *, retirable: int
+) -> tuple[list[CandidateSpec], list[Event]]:
+    """The faults of deployments for ``seed``, each drawn with a chance of its own.
+
+    They come from a random stream of their own (seeded with ``deployment/<seed>``), so the
+    rest of the schedule is the same with or without them. Events aimed at a Lease everyone
+    follows start once every candidate has had time to read it. ``retirable`` candidates may
+    still be stopped (two always survive).
+    """
+    rng = random.Random(f"deployment/{seed}")
+    specs = list(specs)
+    names = [spec.name for spec in specs]
+    settled = max(spec.start for spec in specs) + 0.2
+    events: list[Event] = []
+    if rng.random() < 0.2:
+        # Two worker processes of one pod: one identity, two candidates.
+        first, second = rng.sample(range(len(specs)), 2)
+        for index in (first, second):
+            specs[index] = dataclasses.replace(specs[index], identity="web-0")
+    if rng.random() < 0.2:
+        index = rng.randrange(len(specs))
+        chance = round(rng.uniform(0.05, 0.5), 2)
+        fatal = retirable > 0 and rng.random() < 0.5  # the error ends the application
+        retirable -= fatal
+        specs[index] = dataclasses.replace(
+            specs[index], hook_failures=chance, stop_on_hook_error=fatal
+        )
+    if rng.random() < 0.2:
+        at = round(rng.uniform(settled, fault_span + 0.3), 3)
+        partition = round(rng.uniform(0.2, 1.0), 3)
+        delete_after = round(rng.uniform(0.0, min(0.15, partition - 0.05)), 3)
+        events.append(DeleteLease(at, partition, delete_after))
+    if rng.random() < 0.15:
+        start = round(rng.uniform(settled, fault_span), 3)
+        end = round(start + rng.uniform(0.8, 1.5), 3)
+        target = LEADER if rng.random() < 0.7 else rng.choice(names)
+        events.append(Crowd(start, end, target))
+    if rng.random() < 0.25:
+        at = round(rng.uniform(settled, fault_span), 3)
+        user = LEADER if rng.random() < 0.3 else rng.choice(names)
+        events.append(SilentWatch(at, user))
+    if rng.random() < 0.3:
+        for _ in range(rng.randint(1, 3)):
+            at = round(rng.uniform(0.0, fault_span), 3)
+            mode = rng.random()
+            if mode < 0.4:  # whatever it is doing: campaigning, or leading
+                target = LEADER if rng.random() < 0.5 else rng.choice(names)
+                events.append(Interrupt(at, target))
+            else:
+                target = rng.choice(names)
+                if mode < 0.7:  # while the answer of its winning write is on the way
+                    delay, hold = 0.0, round(rng.uniform(0.01, 0.05), 3)
+                else:  # at one of the awaits after the answer
+                    delay, hold = round(rng.uniform(0.0, 0.01), 4), 0.0
+                stop = retirable > 0 and rng.random() < 0.3  # and its caller is gone
+                retirable -= stop
+                events.append(Interrupt(at, target, takeover=delay, hold=hold, stop=stop))
+    return specs, events
 
 
 def _ends_a_term(event: Event) -> bool:
@@ -361,9 +552,17 @@ def _ends_a_term(event: Event) -> bool:
     return False
 
 
-def _event_end(event: Event) -> float:
+def _event_end(event: Event, timings: Timings) -> float:
+    """When the event's effects are over: the election then owes a leader within the bound."""
     if isinstance(event, (FaultWindow, StallWatches)):
         return event.end
     if isinstance(event, LoopStall):
         return event.at + event.seconds
+    if isinstance(event, DeleteLease):
+        deleted = event.at + event.delete_after + timings.lease_duration
+        return max(event.at + event.partition, deleted)
+    if isinstance(event, Crowd):
+        return event.end + timings.renew_deadline
+    if isinstance(event, SilentWatch):
+        return event.at + SILENT_WATCH_BOUND * timings.lease_duration
     return event.at
