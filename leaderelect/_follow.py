@@ -119,22 +119,32 @@ async def follow(
                     resource_version=resource_version,
                     timeout_seconds=rng.randint(*_WATCH_SECONDS),
                 ) as events:
-                    async for event in events:
+
+                    def alive(_: object, silence: anyio.CancelScope = silence) -> None:
+                        # Any accepted observation (an event, a read after a 409) moves the
+                        # bound, computed from what the view now shows.
                         silence.deadline = anyio.current_time() + _silence_bound(
                             view, timings, quiet=0
                         )
-                        resource_version = event.resource_version
-                        if event.type is WatchEventType.BOOKMARK:
-                            continue
-                        quiet = 0
-                        if backoff.failures or forbidden_announced:
-                            logger.info("watch on lease %s recovered", lock.lease)
-                            backoff.reset()
-                            polling_announced = forbidden_announced = False
-                        if event.type is WatchEventType.DELETED:
-                            view.update(None, clock.monotonic(), version=event.resource_version)
-                        else:
-                            view.update(event.snapshot, clock.monotonic())
+
+                    remove_listener = view.add_listener(alive)
+                    try:
+                        async for event in events:
+                            alive(None)  # bookmarks are signs of life too
+                            resource_version = event.resource_version
+                            if event.type is WatchEventType.BOOKMARK:
+                                continue
+                            quiet = 0
+                            if backoff.failures or forbidden_announced:
+                                logger.info("watch on lease %s recovered", lock.lease)
+                                backoff.reset()
+                                polling_announced = forbidden_announced = False
+                            if event.type is WatchEventType.DELETED:
+                                view.update(None, clock.monotonic(), version=event.resource_version)
+                            else:
+                                view.update(event.snapshot, clock.monotonic())
+                    finally:
+                        remove_listener()
             if silence.cancelled_caught:
                 # A watch can stay open and say nothing (a half-open connection, a stuck
                 # proxy): re-read, which catches a missed release, and watch again.

@@ -97,8 +97,9 @@ class LeaseView:
         """When the claim of a holder whose Lease was deleted runs out on our clock.
 
         Deleting a Lease does not stop its holder: cut off from the server, it works until its
-        renew deadline. Its claim is judged as if the Lease still existed: from the last change
-        we saw before the deletion, plus that record's duration. ``-inf`` when there is none.
+        renew deadline. We may have missed its last renewals (a silent watch, failing reads),
+        so its claim is counted from when we saw the deletion, plus that record's duration.
+        ``-inf`` when there is none.
         """
         claim = self._deleted_claim
         if claim is None or self.snapshot is not None:
@@ -139,7 +140,7 @@ class LeaseView:
         after = snapshot.resource_version if snapshot is not None else None
         if snapshot is None and current is not None and not current.record.is_free:
             # Deleted while held: the holder may keep working until its claim runs out.
-            self._deleted_claim = current.record.lease_duration_seconds, self.changed_at, current
+            self._deleted_claim = current.record.lease_duration_seconds, at, current
         elif snapshot is not None:
             self._deleted_claim = None
         if not self.known or before != after:

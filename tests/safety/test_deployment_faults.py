@@ -163,13 +163,6 @@ async def test_a_lease_deleted_while_its_holder_is_cut_off_is_recreated_only_aft
             assert recreated.time - last_change >= CHAOS_TIMINGS.lease_duration
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ElectionViolation,
-    reason="found by the soak: a follower whose view missed the last changes before a deletion "
-    "(its reads failed, it polls, its watch went silent or was cut) counts the deleted record's "
-    "claim from the last change it saw, and creates the Lease while the cut-off holder works",
-)
 @pytest.mark.parametrize("missed_by", ["failing-reads", "silent-watch"])
 async def test_a_follower_that_missed_renewals_still_waits_out_a_deleted_leases_term(
     missed_by: str,
@@ -240,13 +233,6 @@ async def test_a_follower_replaces_a_watch_that_went_silent() -> None:
     assert c1.start - c0.end < CHAOS_TIMINGS.lease_duration / 2  # it saw the release
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ElectionViolation,
-    reason="found by the soak (seed 500089): the silence bound is computed from the view "
-    "before the event is applied, so after the event of a takeover of a free Lease a watch "
-    "gets a free Lease's bound (four lease durations) while the new holder renews",
-)
 async def test_a_watch_that_goes_silent_right_after_a_takeover_is_replaced_in_time() -> None:
     """c0 steps down at 0.8 s (its release frees the Lease) and c2 or c3 takes it at once.
     At 0.86 s, after the takeover's event and before the new holder's first renewal, both
