@@ -144,6 +144,10 @@ class LeaderElector:
         """The view while anything follows the Lease: the shared one, or a term's own."""
         self._shared_view: LeaseView | None = None
         """The view of ``async with elector:``, kept between terms."""
+        self._memory = LeaseView()
+        """What this elector has seen of the Lease, over every follow: a campaign that starts
+        again (its caller cancelled the last one) must still wait out the claim of a holder
+        whose Lease it saw deleted, and a fresh read alone cannot show that."""
         self._entered: contextlib.AsyncExitStack | None = None
         self._leader_listeners: list[Callable[[str | None], None]] = []
         self._last_leader: str | None = None
@@ -257,7 +261,7 @@ class LeaderElector:
         # While we follow, our requests use connections of their own (see LeaseLock).
         await stack.enter_async_context(self._client.reserved())
         task_group = await stack.enter_async_context(BackgroundTasks())
-        view = LeaseView()
+        view = self._memory
         await task_group.start(
             partial(
                 follow,
@@ -270,7 +274,7 @@ class LeaderElector:
             )
         )
         self._last_leader = view.holder
-        view.add_listener(self._notify_leader)
+        stack.callback(view.add_listener(self._notify_leader))
         return view
 
     @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _fleet import FAST, open_fleet
+from _fleet import FAST, Candidate, open_fleet
 from _kube import KubeTarget, leases_path
 
 from leaderelect import LeaderElector, LossReason
@@ -28,6 +28,16 @@ embedded_only = pytest.mark.parametrize("kube", ["embedded"], indirect=True)
 def _server(kube: KubeTarget) -> LeaseApiServer:
     assert kube.server is not None
     return kube.server
+
+
+async def _delete_under_cut_off_holder(kube: KubeTarget, lease_name: str) -> None:
+    """Cut "holder" off (it learns nothing of what follows: its open watch goes silent too),
+    then delete its Lease as an administrator forcing a failover would."""
+    server = _server(kube)
+    server.faults.add(partition("holder"))
+    assert server.faults.stall_watches(user="holder") == 1
+    response = await kube.raw("admin").request("DELETE", leases_path(kube.namespace, lease_name))
+    assert response.status == 200, response.body
 
 
 async def test_a_shared_identity_never_takes_a_live_term_from_the_other_process(
@@ -65,13 +75,7 @@ async def test_a_lease_deleted_under_a_cut_off_holder_is_not_created_again_while
             watching = server.faults.add(Latency(user="follower", verb="watch", seconds=0))
             follower = await fleet.start("follower")
             await watching.wait_hits(1)  # it has read the held Lease, and watches it
-            # Cut off: it learns nothing of what follows (its open watch goes silent too).
-            server.faults.add(partition("holder"))
-            assert server.faults.stall_watches(user="holder") == 1
-            response = await kube.raw("admin").request(
-                "DELETE", leases_path(kube.namespace, lease_name)
-            )
-            assert response.status == 200, response.body
+            await _delete_under_cut_off_holder(kube, lease_name)
             deleted_at = anyio.current_time()
             await follower.led.wait()
             await holder.done.wait()
@@ -80,6 +84,36 @@ async def test_a_lease_deleted_under_a_cut_off_holder_is_not_created_again_while
     # The cut-off holder worked on until its renew deadline; the follower waited it out.
     assert holder.interval.end > deleted_at
     assert follower.interval.start > holder.interval.end
+    fleet.log.assert_no_overlap()
+
+
+@embedded_only
+async def test_a_campaign_started_again_still_waits_out_a_deleted_lease_holder(
+    kube: KubeTarget, lease_name: str
+) -> None:
+    # The caller cancels the follower's campaign after it saw the deletion, and campaigns
+    # again: the new campaign reads only a 404, yet must remember the holder's claim.
+    with anyio.fail_after(30):
+        async with open_fleet(kube, lease_name) as fleet, anyio.create_task_group() as tg:
+            holder = await fleet.start("holder")
+            await holder.led.wait()
+            elector = await fleet.elector("follower")
+            first = Candidate(elector, fleet.log)
+            tg.start_soon(first.run)
+            async with elector.observe() as leaders:
+                assert await anext(leaders) == "holder"
+                await _delete_under_cut_off_holder(kube, lease_name)
+                assert await anext(leaders) is None  # the follower saw the deletion
+            first.cancel()
+            await first.done.wait()
+            assert not first.led.is_set()
+            again = Candidate(elector, fleet.log)
+            tg.start_soon(again.run)
+            await again.led.wait()
+            await holder.done.wait()
+            again.stop()
+    assert holder.interval is not None and again.interval is not None
+    assert again.interval.start > holder.interval.end
     fleet.log.assert_no_overlap()
 
 
