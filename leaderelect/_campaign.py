@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -20,7 +21,7 @@ from ._clock import Clock, loop_time
 from ._config import Timings
 from ._errors import LeaseConflict, LeaseError, LeaseNotFound
 from ._lease_client import LeaseClient, LeaseSnapshot
-from ._record import LeaseRecord
+from ._record import LeaseRecord, coordination_kept
 from ._term import FencingToken, Term, holder_record, release
 from ._view import LeaseView
 from .metrics import MetricsSink
@@ -43,7 +44,9 @@ class Campaign:
         rng: random.Random,
         metrics: MetricsSink,
         release_on_exit: bool,
+        coordinated: bool = False,
     ) -> None:
+        self._coordinated = coordinated
         self._client = client
         self._identity = identity
         self._timings = timings
@@ -77,23 +80,58 @@ class Campaign:
         snapshot = view.snapshot
         if snapshot is None:
             # Deleted while held: the holder may still be working (cut off, it learns nothing
-            # of the deletion), so its claim is waited out as if the Lease were there.
+            # of the deletion), so its claim is waited out as if the Lease were there. Our own
+            # term's record is no claim, if it was the very last state: after a 404 alone,
+            # another holder may have taken over, unseen, before the deletion.
             deleted = view.deleted_holder
-            if deleted is None or self.is_ours(deleted):
+            if deleted is None or (view.deleted_exactly and self.is_ours(deleted)):
                 return -math.inf
             return view.deleted_claim_ends(fallback)
         if snapshot.record.is_free or self.is_ours(snapshot):
             return -math.inf
         return view.expires_at(fallback)
 
-    async def run(self, view: LeaseView) -> Term:
-        """Wait for the lease to be free or expired, and take it; returns the new term."""
+    def _granted_after(self, view: LeaseView, others_end: float) -> float:
+        """Coordinated: until when to wait before taking the lease; ``inf`` until the
+        controller names us (we never create or take a lease it did not give us)."""
+        snapshot = view.snapshot
+        if snapshot is None or snapshot.record.holder_identity != self._identity:
+            return math.inf
+        preferred = snapshot.record.preferred_holder
+        if preferred is not None and preferred != self._identity:
+            return math.inf  # its term is ending, and not for us
+        # The controller judges expiry by the holder's wall clock: we also wait out, on our own
+        # clock, the claim of the holder we last saw before it named us.
+        return others_end
+
+    def _others_claim(self, view: LeaseView, others_end: float) -> float:
+        """The latest claim of another holder seen so far (coordinated mode)."""
+        snapshot, fallback = view.snapshot, self._timings.lease_duration
+        if snapshot is None:  # deleted: a holder cut off may still be working
+            return max(others_end, view.deleted_claim_ends(fallback))
+        if snapshot.record.is_free:
+            return -math.inf  # released: its holder's work has stopped
+        if snapshot.record.holder_identity == self._identity:
+            return others_end
+        return max(others_end, view.expires_at(fallback))
+
+    async def run(
+        self, view: LeaseView, *, before_release: Callable[[], Awaitable[None]] | None = None
+    ) -> Term:
+        """Wait for the lease to be free or expired (coordinated: given to us by the
+        controller), and take it; returns the new term. ``before_release`` is awaited when
+        the term ends, before the lease is released (see ``Term``)."""
         timings, clock = self._timings, self._clock
         pacer = RetryPacer("acquiring", self._client.lease, timings.retry_period, self._rng)
+        others_end = -math.inf
         while True:
             since = view.version
             snapshot = view.snapshot
-            claim_ends = self._claim_ends(view)
+            if self._coordinated:
+                others_end = self._others_claim(view, others_end)
+                claim_ends = self._granted_after(view, others_end)
+            else:
+                claim_ends = self._claim_ends(view)
             if clock.monotonic() < claim_ends:
                 await view.wait_for_change(since, loop_time(clock, claim_ends))
                 continue
@@ -103,6 +141,8 @@ class Campaign:
             record = holder_record(
                 self._identity, timings, transitions=transitions, acquired=now, renewed=now
             )
+            if snapshot is not None:
+                record = coordination_kept(record, snapshot.record, new_term=True)
             try:
                 won = await self._claim(record, snapshot)
             except LeaseConflict:
@@ -145,6 +185,8 @@ class Campaign:
                 rng=self._rng,
                 metrics=self._metrics,
                 release_on_exit=self._release_on_cancel,
+                coordinated=self._coordinated,
+                before_release=before_release,
             )
 
     async def _claim(self, record: LeaseRecord, base: LeaseSnapshot | None) -> LeaseSnapshot:

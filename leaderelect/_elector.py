@@ -30,6 +30,13 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ._campaign import Campaign
+from ._candidacy import (
+    OLDEST_EMULATION_VERSION,
+    Candidacy,
+    CandidateSettings,
+    candidate_identity,
+    candidate_settings,
+)
 from ._clock import Clock, LoopClock
 from ._config import Timings
 from ._errors import ConfigError, LeaseError
@@ -38,6 +45,7 @@ from ._follow import follow
 from ._guard import GuardedMetrics
 from ._identity import default_identity
 from ._kube import LeaseLock
+from ._kube._candidate import LeaseCandidates
 from ._lease_client import LeaseSnapshot
 from ._problems import ProblemWatch
 from ._tasks import BackgroundTasks
@@ -77,6 +85,16 @@ class LeaderElector:
             when it stops leading, as client-go does (reason ``LeaderElection``; needs
             ``create`` on ``events.k8s.io`` events). Best-effort: written in the background,
             never delaying the election; a failure is logged.
+        coordinated: take part in coordinated leader election (KEP-4355, kube-apiserver's
+            ``CoordinatedLeaderElection`` feature): register a LeaseCandidate named after
+            ``identity`` and lead only when kube-apiserver's controller names us; step down
+            (work cancelled, lease released) when it prefers another candidate. See
+            [Coordinated election][coordinated-election].
+        binary_version: coordinated only, required: this binary's version (``"1.36.0"``).
+        emulation_version: coordinated only: the version whose behaviour this binary
+            emulates; defaults to ``binary_version``. The ``OldestEmulationVersion`` strategy
+            lets the lowest lead, so that a rolling upgrade keeps the old leader.
+        strategy: coordinated only: the strategy our candidate asks for.
         clock: the time source (tests inject one).
         rng: the random source for jitter (tests may seed one).
 
@@ -105,15 +123,34 @@ class LeaderElector:
         watch: bool = True,
         metrics: MetricsSink | None = None,
         events: bool = False,
+        coordinated: bool = False,
+        binary_version: str | None = None,
+        emulation_version: str | None = None,
+        strategy: str = OLDEST_EMULATION_VERSION,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self._timings = _resolve_timings(timings, lease_duration, renew_deadline, retry_period)
         if identity is None:
             identity = default_identity()
+            if coordinated:
+                identity = candidate_identity(identity)
         if not isinstance(identity, str) or not identity.strip():
             raise ConfigError(f"identity must be a non-empty string, got {identity!r}")
         self._identity = identity
+        self._candidate: CandidateSettings | None = None
+        if coordinated:
+            self._candidate = candidate_settings(
+                identity,
+                binary_version=binary_version,
+                emulation_version=emulation_version,
+                strategy=strategy,
+            )
+            if not isinstance(lock, LeaseLock):
+                raise ConfigError(f"coordinated=True needs a LeaseLock, got {lock!r}")
+        elif binary_version is not None or emulation_version is not None:
+            raise ConfigError("binary_version and emulation_version are for coordinated=True only")
+        self._candidacy: Candidacy | None = None
         self._lock = lock
         self._client = ProblemWatch(lock)
         """Every request of the election goes through it: it keeps ``problem``."""
@@ -137,6 +174,7 @@ class LeaderElector:
             rng=self._rng,
             metrics=self._metrics,
             release_on_exit=bool(release_on_cancel),
+            coordinated=self._candidate is not None,
         )
         self._busy = False
         self._term: Term | None = None
@@ -194,7 +232,10 @@ class LeaderElector:
         It is a readiness signal, not a liveness one: restarting the process does not fix
         RBAC. See [When the election cannot proceed][when-the-election-cannot-proceed].
         """
-        return self._client.problem
+        problem = self._client.problem
+        if problem is None and self._candidacy is not None:
+            return self._candidacy.problem
+        return problem
 
     def __repr__(self) -> str:
         return f"<LeaderElector {self._identity!r} for {self.lease} leader={self.leader!r}>"
@@ -327,9 +368,15 @@ class LeaderElector:
             )
         self._busy = True
         try:
-            async with self._following() as view, self._event_tasks() as event_tasks:
+            async with (
+                self._following() as view,
+                self._standing() as candidacy,
+                self._event_tasks() as event_tasks,
+            ):
                 started = self._clock.monotonic()
-                term = await self._campaign.run(view)
+                term = await self._campaign.run(
+                    view, before_release=candidacy.withdraw if candidacy is not None else None
+                )
                 transitions = term.leadership.token.transitions
                 self._metrics.acquired(self.lease, self._clock.monotonic() - started, transitions)
                 self._metrics.leading_changed(self.lease, True)
@@ -349,6 +396,28 @@ class LeaderElector:
                         self._events.stopped_leading(event_tasks, last)
         finally:
             self._busy = False
+
+    @contextlib.asynccontextmanager
+    async def _standing(self) -> AsyncIterator[Candidacy | None]:
+        """Coordinated: our LeaseCandidate, for one campaign and its term; else nothing."""
+        if self._candidate is None:
+            yield None
+            return
+        assert isinstance(self._lock, LeaseLock)
+        candidacy = Candidacy(
+            LeaseCandidates(self._lock, self._identity),
+            lease_name=self._lock.name,
+            settings=self._candidate,
+            timings=self._timings,
+            clock=self._clock,
+            rng=self._rng,
+        )
+        async with candidacy:
+            self._candidacy = candidacy
+            try:
+                yield candidacy
+            finally:
+                self._candidacy = None
 
     def _event_tasks(self) -> AbstractAsyncContextManager[TaskGroup | None]:
         """Where a term's Events are written (see ``_events.py``); nothing without events."""

@@ -113,3 +113,7 @@ class LossReason(enum.Enum):
 
     RELEASED_BY_OTHER = "the lease was released by someone else"
     """The Lease was emptied (holder "") by another writer while we held it."""
+
+    PREFERRED_HOLDER = "stepped down: the coordinated-election controller prefers another holder"
+    """Coordinated election only: the controller set ``preferredHolder`` to another
+    candidate; the work was cancelled and the lease released for it."""

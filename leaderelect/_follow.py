@@ -140,7 +140,12 @@ async def follow(
                                 backoff.reset()
                                 polling_announced = forbidden_announced = False
                             if event.type is WatchEventType.DELETED:
-                                view.update(None, clock.monotonic(), version=event.resource_version)
+                                view.update(
+                                    None,
+                                    clock.monotonic(),
+                                    version=event.resource_version,
+                                    last=event.snapshot,
+                                )
                             else:
                                 view.update(event.snapshot, clock.monotonic())
                     finally:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ._record import LeaseRecord
 
-__all__ = ["LeaseClient", "LeaseSnapshot", "WatchEvent", "WatchEventType"]
+__all__ = ["CandidateClient", "LeaseClient", "LeaseSnapshot", "WatchEvent", "WatchEventType"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,4 +110,42 @@ class LeaseClient(Protocol):
         Raises:
             WatchExpired: ``resource_version`` is too old (410); re-read, then re-watch.
         """
+        ...
+
+
+class CandidateClient(Protocol):
+    """The seam between a coordinated candidate and its own LeaseCandidate (KEP-4355).
+
+    Snapshots carry the LeaseCandidate in ``obj`` and an empty ``record``. Every method is
+    bounded by the timeout it is given and raises only :class:`~leaderelect.LeaseError`
+    subclasses; a server without the LeaseCandidate API answers :class:`LeaseNotFound`.
+    """
+
+    @property
+    def candidate(self) -> str:
+        """``"namespace/name"`` of the LeaseCandidate, for log lines and errors."""
+        ...
+
+    async def get(self, *, timeout: float) -> LeaseSnapshot | None:
+        """Read it; ``None`` when it does not exist."""
+        ...
+
+    async def create(self, spec: Mapping[str, Any], *, timeout: float) -> LeaseSnapshot:
+        """Create it with ``spec``."""
+        ...
+
+    async def update(
+        self, spec: Mapping[str, Any], *, base: LeaseSnapshot, timeout: float
+    ) -> LeaseSnapshot:
+        """Replace its spec, only if it is still at ``base``."""
+        ...
+
+    async def delete(self, *, timeout: float) -> None:
+        """Delete it; nothing when it is already gone."""
+        ...
+
+    def watch(
+        self, *, resource_version: str | None, timeout_seconds: int
+    ) -> AbstractAsyncContextManager[AsyncIterator[WatchEvent]]:
+        """Watch it from ``resource_version`` until the server ends the stream."""
         ...

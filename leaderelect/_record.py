@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
     "LeaseRecord",
+    "coordination_kept",
     "format_micro_time",
     "lease_duration_seconds",
     "parse_micro_time",
@@ -48,6 +49,10 @@ class LeaseRecord:
         renew_time: when the holder last renewed (for people; never used to decide).
         lease_transitions: how many times the holder has changed.
         problems: what could not be read from the spec, one phrase each; empty when well formed.
+        strategy: ``spec.strategy``: set when the Lease is under coordinated leader election
+            (KEP-4355), by its controller or a coordinated candidate; ``None`` otherwise.
+        preferred_holder: ``spec.preferredHolder``: the candidate the coordinated-election
+            controller wants to hold the Lease next (the holder should step down).
     """
 
     holder_identity: str = ""
@@ -56,6 +61,8 @@ class LeaseRecord:
     renew_time: datetime | None = None
     lease_transitions: int = 0
     problems: tuple[str, ...] = ()
+    strategy: str | None = None
+    preferred_holder: str | None = None
 
     @property
     def is_free(self) -> bool:
@@ -142,13 +149,19 @@ def record_from_spec(spec: object) -> LeaseRecord:
         problems.append(f"leaseTransitions is not a non-negative integer: {transitions!r:.60}")
         transitions = 0
 
+    acquired = _read_time(spec, "acquireTime", problems)
+    renewed = _read_time(spec, "renewTime", problems)
+    strategy = _read_name(spec, "strategy", problems)
+    preferred = _read_name(spec, "preferredHolder", problems)
     return LeaseRecord(
         holder_identity=holder,
         lease_duration_seconds=duration,
-        acquire_time=_read_time(spec, "acquireTime", problems),
-        renew_time=_read_time(spec, "renewTime", problems),
+        acquire_time=acquired,
+        renew_time=renewed,
         lease_transitions=transitions,
         problems=tuple(problems),
+        strategy=strategy,
+        preferred_holder=preferred,
     )
 
 
@@ -156,7 +169,7 @@ def spec_from_record(record: LeaseRecord) -> dict[str, Any]:
     """The Lease ``spec`` for a record, as client-go writes it.
 
     ``holderIdentity`` and ``leaseTransitions`` are always present (an empty holder is a
-    release, not an omission); ``strategy`` and ``preferredHolder`` are never written.
+    release, not an omission); ``strategy`` and ``preferredHolder`` only when set.
     """
     spec: dict[str, Any] = {"holderIdentity": record.holder_identity}
     if record.lease_duration_seconds is not None:
@@ -166,11 +179,40 @@ def spec_from_record(record: LeaseRecord) -> dict[str, Any]:
     if record.renew_time is not None:
         spec["renewTime"] = format_micro_time(record.renew_time)
     spec["leaseTransitions"] = record.lease_transitions
+    if record.strategy:
+        spec["strategy"] = record.strategy
+    if record.preferred_holder:
+        spec["preferredHolder"] = record.preferred_holder
     return spec
+
+
+def coordination_kept(record: LeaseRecord, base: LeaseRecord, *, new_term: bool) -> LeaseRecord:
+    """``record`` carrying ``base``'s coordinated-election fields, so that no write of ours
+    wipes what the coordinated-election controller wrote (client-go's plain renewals do).
+
+    A renewal or a release keeps ``strategy`` and ``preferredHolder``; a new term keeps the
+    strategy but not the preferred holder, which was meant for the term that ended (the
+    controller drops it too when it names the next holder).
+    """
+    return replace(
+        record,
+        strategy=base.strategy,
+        preferred_holder=None if new_term else base.preferred_holder,
+    )
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_name(spec: Mapping[str, Any], field: str, problems: list[str]) -> str | None:
+    value = spec.get(field)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    problems.append(f"{field} is not a string: {value!r:.60}")
+    return None
 
 
 def _read_time(spec: Mapping[str, Any], field: str, problems: list[str]) -> datetime | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -30,7 +30,7 @@ from ._clock import Clock, loop_time
 from ._config import Timings
 from ._errors import LeaderElectionError, LeaseConflict, LeaseError, LeaseNotFound, LossReason
 from ._lease_client import LeaseClient, LeaseSnapshot
-from ._record import LeaseRecord, lease_duration_seconds
+from ._record import LeaseRecord, coordination_kept, lease_duration_seconds
 from ._tasks import BackgroundTasks
 from ._view import LeaseView
 from .metrics import MetricsSink
@@ -222,6 +222,11 @@ def _later_than(now: datetime, previous: datetime | None) -> datetime:
     return now
 
 
+# Losses after which the lease may still be ours to release: our own deadline passed, or we
+# step down for a preferred holder (the conditional release never clobbers anyone).
+_RELEASABLE = (None, LossReason.RENEW_DEADLINE, LossReason.PREFERRED_HOLDER)
+
+
 def _loss_for(snapshot: LeaseSnapshot | None) -> LossReason:
     if snapshot is None:
         return LossReason.LEASE_DELETED
@@ -253,7 +258,11 @@ class Term:
         rng: random.Random,
         metrics: MetricsSink,
         release_on_exit: bool,
+        coordinated: bool = False,
+        before_release: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        self._coordinated = coordinated
+        self._before_release = before_release
         self._client = client
         self._view = view
         self._timings = timings
@@ -322,13 +331,17 @@ class Term:
                 pending = failure
         loss = leadership._loss
         try:
-            # 3. Only now release, shielded from outer cancellation but bounded in time.
-            if self._release_on_exit and loss in (None, LossReason.RENEW_DEADLINE):
-                with anyio.CancelScope(shield=True):
+            # 3. Only now release, shielded from outer cancellation but bounded in time. A
+            # coordinated candidate first withdraws, so the controller elects someone else.
+            with anyio.CancelScope(shield=True):
+                if self._before_release is not None:
+                    await self._before_release()
+                released = None
+                if self._release_on_exit and loss in _RELEASABLE:
                     released = await self._release()
-                if released is not None:
-                    leadership._released = True
-                    self._view.update(released, self._clock.monotonic(), authoritative=True)
+            if released is not None:
+                leadership._released = True
+                self._view.update(released, self._clock.monotonic(), authoritative=True)
         finally:
             if loss is None:
                 self._metrics.leading_changed(leadership.lease, False)
@@ -355,6 +368,10 @@ class Term:
     def _observed(self, snapshot: LeaseSnapshot | None) -> None:
         if not self._owns(snapshot):
             self._lose(_loss_for(snapshot))
+        elif self._coordinated and snapshot is not None:
+            preferred = snapshot.record.preferred_holder
+            if preferred is not None and preferred != self.leadership.identity:
+                self._lose(LossReason.PREFERRED_HOLDER)  # end of term: step down
 
     def _lose(self, reason: LossReason) -> None:
         leadership = self.leadership
@@ -389,12 +406,17 @@ class Term:
                     self._lose(LossReason.RENEW_DEADLINE)
                     return
                 sent_at = clock.monotonic()
-                record = holder_record(
-                    self.leadership.identity,
-                    timings,
-                    transitions=self.leadership.token.transitions,
-                    acquired=self.leadership.acquired_at,
-                    renewed=_later_than(clock.utcnow(), self._snapshot.record.renew_time),
+                base = self._snapshot.record
+                record = coordination_kept(
+                    holder_record(
+                        self.leadership.identity,
+                        timings,
+                        transitions=self.leadership.token.transitions,
+                        acquired=self.leadership.acquired_at,
+                        renewed=_later_than(clock.utcnow(), base.renew_time),
+                    ),
+                    base,
+                    new_term=False,
                 )
                 try:
                     written = await self._client.update(
@@ -491,12 +513,16 @@ async def release(
                 return None
             assert base is not None
             now = clock.utcnow()
-            released = LeaseRecord(
-                holder_identity="",
-                lease_duration_seconds=1,
-                acquire_time=now,
-                renew_time=now,
-                lease_transitions=base.record.lease_transitions,
+            released = coordination_kept(
+                LeaseRecord(
+                    holder_identity="",
+                    lease_duration_seconds=1,
+                    acquire_time=now,
+                    renew_time=now,
+                    lease_transitions=base.record.lease_transitions,
+                ),
+                base.record,
+                new_term=False,
             )
             try:
                 written = await client.update(

@@ -50,7 +50,7 @@ class LeaseView:
         """Counts accepted observations; lets a waiter ask for anything newer."""
         self._writers = 0
         self._version_seen: str | None = None
-        self._deleted_claim: tuple[int | None, float, LeaseSnapshot] | None = None
+        self._deleted_claim: tuple[int | None, float, LeaseSnapshot, bool] | None = None
         self._changed = anyio.Event()
         self._listeners: list[Listener] = []
 
@@ -93,6 +93,14 @@ class LeaseView:
         claim = self._deleted_claim
         return claim[2] if claim is not None and self.snapshot is None else None
 
+    @property
+    def deleted_exactly(self) -> bool:
+        """True when :attr:`deleted_holder` is the Lease's very last state (a ``DELETED``
+        event's object); False when it is only the last state we saw before a 404, with
+        possibly other holders' writes, unseen, in between."""
+        claim = self._deleted_claim
+        return claim is not None and self.snapshot is None and claim[3]
+
     def deleted_claim_ends(self, fallback_duration: float) -> float:
         """When the claim of a holder whose Lease was deleted runs out on our clock.
 
@@ -104,7 +112,7 @@ class LeaseView:
         claim = self._deleted_claim
         if claim is None or self.snapshot is not None:
             return -math.inf
-        duration, changed_at, _ = claim
+        duration, changed_at, _, _ = claim
         return changed_at + (duration or fallback_duration)
 
     def update(
@@ -114,6 +122,7 @@ class LeaseView:
         *,
         version: str | None = None,
         authoritative: bool = False,
+        last: LeaseSnapshot | None = None,
     ) -> bool:
         """Record an observation made at monotonic time ``at``; False if it was stale.
 
@@ -126,6 +135,7 @@ class LeaseView:
                 its resourceVersion compares lower (after an etcd restore the server's
                 versions start again below ours). Watch events are not: a late event must
                 never roll the view back past what a read or a write already showed.
+            last: with ``snapshot=None`` from a ``DELETED`` event, the Lease's last state.
         """
         current = self.snapshot
         incoming = snapshot.resource_version if snapshot is not None else version
@@ -138,9 +148,14 @@ class LeaseView:
             return False
         before = current.resource_version if current is not None else None
         after = snapshot.resource_version if snapshot is not None else None
-        if snapshot is None and current is not None and not current.record.is_free:
+        gone = last if last is not None else current
+        if snapshot is None and current is not None and gone is not None:
             # Deleted while held: the holder may keep working until its claim runs out.
-            self._deleted_claim = current.record.lease_duration_seconds, at, current
+            if gone.record.is_free:
+                self._deleted_claim = None
+            else:
+                duration = gone.record.lease_duration_seconds
+                self._deleted_claim = duration, at, gone, last is not None
         elif snapshot is not None:
             self._deleted_claim = None
         if not self.known or before != after:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from leaderelect._record import (
     LeaseRecord,
+    coordination_kept,
     format_micro_time,
     lease_duration_seconds,
     parse_micro_time,
@@ -244,8 +246,10 @@ def test_record_from_a_well_formed_spec_has_no_problems() -> None:
         ),
         pytest.param(
             {**GOOD_SPEC, "strategy": "OldestEmulationVersion", "preferredHolder": "b"},
-            GOOD_RECORD,
-            id="coordinated election fields are ignored",
+            dataclasses.replace(
+                GOOD_RECORD, strategy="OldestEmulationVersion", preferred_holder="b"
+            ),
+            id="coordinated election fields are read",
         ),
     ],
 )
@@ -563,3 +567,29 @@ def test_spec_from_record_writes_what_client_go_writes(
 )
 def test_spec_round_trips_to_the_same_record(record: LeaseRecord) -> None:
     assert record_from_spec(spec_from_record(record)) == record
+
+
+def test_coordinated_fields_round_trip_and_are_written_only_when_set() -> None:
+    record = dataclasses.replace(
+        GOOD_RECORD, strategy="OldestEmulationVersion", preferred_holder="b"
+    )
+    spec = spec_from_record(record)
+    assert spec["strategy"] == "OldestEmulationVersion" and spec["preferredHolder"] == "b"
+    assert record_from_spec(spec) == record
+    assert "strategy" not in spec_from_record(GOOD_RECORD)
+    assert "preferredHolder" not in spec_from_record(GOOD_RECORD)
+
+
+def test_a_malformed_coordinated_field_is_a_problem_not_a_crash() -> None:
+    record = record_from_spec({**GOOD_SPEC, "strategy": 7})
+    assert record.strategy is None
+    assert any("strategy is not a string" in problem for problem in record.problems)
+
+
+def test_writes_keep_the_controllers_fields_and_a_new_term_drops_the_preferred_holder() -> None:
+    base = dataclasses.replace(GOOD_RECORD, strategy="OldestEmulationVersion", preferred_holder="b")
+    renewal = coordination_kept(GOOD_RECORD, base, new_term=False)
+    assert (renewal.strategy, renewal.preferred_holder) == ("OldestEmulationVersion", "b")
+    takeover = coordination_kept(GOOD_RECORD, base, new_term=True)
+    assert (takeover.strategy, takeover.preferred_holder) == ("OldestEmulationVersion", None)
+    assert coordination_kept(GOOD_RECORD, GOOD_RECORD, new_term=False) == GOOD_RECORD

@@ -40,6 +40,8 @@ __all__ = ["NOT_JSON", "is_lease_404", "loads", "map_errors", "snippet", "status
 
 _API_GROUP = "coordination.k8s.io"
 _RESOURCE = "leases"
+# The resources an elector touches, and how a message names one of them.
+_NOUNS = {"leases": "lease", "leasecandidates": "leasecandidate"}
 
 # How much of a body that is not a Kubernetes Status is quoted in an error message.
 _SNIPPET = 200
@@ -60,7 +62,9 @@ _REQUEST_FAILURES = (
 
 
 @contextmanager
-def map_errors(verb: str, *, name: str, namespace: str, timeout: float) -> Iterator[None]:
+def map_errors(
+    verb: str, *, name: str, namespace: str, timeout: float, resource: str = _RESOURCE
+) -> Iterator[None]:
     """Re-raise a failed request's exception as the matching :class:`~leaderelect.LeaseError`.
 
     Args:
@@ -68,20 +72,23 @@ def map_errors(verb: str, *, name: str, namespace: str, timeout: float) -> Itera
         name: the Lease's name.
         namespace: the Lease's namespace.
         timeout: the bound the request may hit, in seconds (named in the message).
+        resource: ``leases``, or ``leasecandidates`` for a coordinated candidate's own object.
 
     Cancellation and any exception that is not a request failure pass through unchanged.
     """
     try:
         yield
     except _REQUEST_FAILURES as exc:
-        raise _exception_error(exc, verb, name=name, namespace=namespace, timeout=timeout) from exc
+        raise _exception_error(
+            exc, verb, name=name, namespace=namespace, timeout=timeout, resource=resource
+        ) from exc
 
 
 def _exception_error(
-    cause: BaseException, verb: str, *, name: str, namespace: str, timeout: float
+    cause: BaseException, verb: str, *, name: str, namespace: str, timeout: float, resource: str
 ) -> LeaseError:
     lease = f"{namespace}/{name}"
-    what = f"{verb} lease {lease}"
+    what = f"{verb} {_NOUNS[resource]} {lease}"
     if isinstance(cause, ApiException) and cause.status:
         raw = cause.body.encode() if isinstance(cause.body, str) else cause.body
         return status_error(
@@ -91,6 +98,7 @@ def _exception_error(
             namespace=namespace,
             body=raw if isinstance(raw, bytes) else None,
             headers=cause.headers,
+            resource=resource,
         )
     if isinstance(cause, (TimeoutError, asyncio.TimeoutError)):
         return ApiUnavailable(f"{what}: no answer within {timeout:.2f}s", lease=lease, verb=verb)
@@ -114,6 +122,7 @@ def status_error(
     body: bytes | Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     resource_version: str | None = None,
+    resource: str = _RESOURCE,
 ) -> LeaseError:
     """The error for an answer that is not a success.
 
@@ -125,6 +134,7 @@ def status_error(
         body: the raw answer, or the ``Status`` object of a watch ERROR event.
         headers: the answer's headers (``Retry-After``).
         resource_version: the resourceVersion the request was based on, if any.
+        resource: ``leases``, or ``leasecandidates`` for a coordinated candidate's own object.
 
     Returns:
         The error to raise: 401/403 :class:`~leaderelect.LeaseForbidden`, 404
@@ -133,7 +143,8 @@ def status_error(
         and anything else :class:`~leaderelect.LeaseInvalid`.
     """
     lease = f"{namespace}/{name}"
-    what = f"{verb} lease {lease}"
+    noun = _NOUNS[resource]
+    what = f"{verb} {noun} {lease}"
     parsed: object = body if isinstance(body, Mapping) else loads(body or b"")
     kube_status = parsed if isinstance(parsed, Mapping) and _looks_like_status(parsed) else None
     message: str | None = None
@@ -170,7 +181,7 @@ def status_error(
         who = f'User "{user_match.group(1)}"' if user_match else "the caller"
         return fail(
             LeaseForbidden,
-            f'{what} forbidden: {who} lacks RBAC verb "{verb}" on resource "{_RESOURCE}" '
+            f'{what} forbidden: {who} lacks RBAC verb "{verb}" on resource "{resource}" '
             f'(API group "{_API_GROUP}") in namespace "{namespace}"'
             + (f"; the API server said: {message}" if message else said),
         )
@@ -180,11 +191,11 @@ def status_error(
         return fail(LeaseNotFound, f"{what}: not found ({label}){said}")
     if status == 409:
         if verb == "create":
-            return fail(LeaseConflict, f"{what}: the lease already exists ({label})")
+            return fail(LeaseConflict, f"{what}: the {noun} already exists ({label})")
         if message is not None and "Precondition failed: UID" in message:
             return fail(
                 LeaseConflict,
-                f"{what}: the lease was deleted (or replaced) since it was read ({label})",
+                f"{what}: the {noun} was deleted (or replaced) since it was read ({label})",
             )
         stale = f"resourceVersion {resource_version} is stale" if resource_version else ""
         return fail(LeaseConflict, f"{what}: {stale or 'conflict'} ({label}){said}")
@@ -232,13 +243,14 @@ def snippet(raw: bytes) -> str:
     return raw[: _SNIPPET * 4].decode("utf-8", "replace")[:_SNIPPET]
 
 
-def is_lease_404(body: bytes) -> bool:
-    """True when a 404 says this Lease is missing (not its namespace, nor the Lease API)."""
+def is_lease_404(body: bytes, resource: str = _RESOURCE) -> bool:
+    """True when a 404 says this Lease (or LeaseCandidate, by ``resource``) is missing, not
+    its namespace, nor the API."""
     parsed = loads(body)
     if not isinstance(parsed, Mapping):
         return False
     details = parsed.get("details")
-    return isinstance(details, Mapping) and details.get("kind") == _RESOURCE
+    return isinstance(details, Mapping) and details.get("kind") == resource
 
 
 def _looks_like_status(obj: Mapping[str, Any]) -> bool:

@@ -446,7 +446,7 @@ class LeaseLock:
 
         def open_watch() -> LeaseWatch:
             return LeaseWatch(
-                self._api,
+                self._api.list_namespaced_lease,
                 self.name,
                 self.namespace,
                 resource_version=resource_version,
@@ -468,6 +468,8 @@ class LeaseLock:
         *args: Any,
         missing_ok: bool = False,
         resource_version: str | None = None,
+        resource: str = "leases",
+        name: str | None = None,
     ) -> _Reply:
         """Call ``method(*args)`` of the API and read its whole answer within ``timeout`` seconds.
 
@@ -475,12 +477,18 @@ class LeaseLock:
         Returns the 2xx answer, or with ``missing_ok`` also a 404 saying this Lease is missing;
         raises the mapped error for anything else. A 401 to a lock that owns its credentials
         reloads them and, when they changed, sends the request once more, within the same
-        ``timeout``.
+        ``timeout``. ``resource`` and ``name`` name another object of ours than the Lease (a
+        coordinated candidate's LeaseCandidate), for messages and the 404 check.
         """
         self._ensure_open()
         _check_timeout(timeout)
+        name = self.name if name is None else name
+        target = f"{self.namespace}/{name}"
+        what = f"{'lease' if resource == 'leases' else 'leasecandidate'} {target}"
         with (
-            map_errors(verb, name=self.name, namespace=self.namespace, timeout=timeout),
+            map_errors(
+                verb, name=name, namespace=self.namespace, timeout=timeout, resource=resource
+            ),
             anyio.fail_after(timeout),
         ):
             sent_at = anyio.current_time()
@@ -491,31 +499,32 @@ class LeaseLock:
                 and await self._credentials.recover(sent_at)
             ):
                 logger.info(
-                    "%s lease %s: HTTP 401, sending it again with reloaded credentials",
+                    "%s %s: HTTP 401, sending it again with reloaded credentials",
                     verb,
-                    self.lease,
-                    extra={"lease": self.lease, "verb": verb, "status": reply.status},
+                    what,
+                    extra={"lease": target, "verb": verb, "status": reply.status},
                 )
                 reply = await _call(method, args, timeout)
         logger.debug(
-            "%s lease %s: HTTP %d",
+            "%s %s: HTTP %d",
             verb,
-            self.lease,
+            what,
             reply.status,
-            extra={"lease": self.lease, "verb": verb, "status": reply.status},
+            extra={"lease": target, "verb": verb, "status": reply.status},
         )
         if 200 <= reply.status < 300:
             return reply
-        if missing_ok and reply.status == 404 and is_lease_404(reply.body):
+        if missing_ok and reply.status == 404 and is_lease_404(reply.body, resource):
             return reply
         raise status_error(
             verb,
             reply.status,
-            name=self.name,
+            name=name,
             namespace=self.namespace,
             body=reply.body,
             headers=reply.headers,
             resource_version=resource_version,
+            resource=resource,
         )
 
     def _snapshot(self, verb: str, reply: _Reply) -> LeaseSnapshot:

@@ -1,4 +1,5 @@
-"""One watch request on one Lease, read as a stream of NDJSON events.
+"""One watch request on one Lease (or a coordinated candidate's LeaseCandidate), read as a
+stream of NDJSON events.
 
 kubernetes_asyncio's own ``Watch`` would deserialise every object into its models; this reader
 takes the raw chunked response instead, reassembles lines split across chunks, refuses a line
@@ -10,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, final
 
 import anyio
-import kubernetes_asyncio.client
 
 from .._errors import LeaseInvalid
 from .._lease_client import WatchEvent, WatchEventType
@@ -38,25 +38,28 @@ class LeaseWatch:
     """One watch request: an async context manager that is also the event iterator.
 
     Args:
-        api: the API to send the request with.
-        name: the Lease's name; events about other Leases are skipped.
+        list_objects: the API's list method for the resource (``list_namespaced_lease``).
+        name: the object's name; events about other objects are skipped.
         namespace: the Lease's namespace.
         resource_version: resume after this version; ``None`` starts from the current Lease.
         timeout_seconds: how long the server should keep the stream open (at least 1).
         ensure_open: called on entering; raises if the lock it belongs to is closed.
+        resource: ``leases``, or ``leasecandidates`` (then snapshots carry an empty record).
     """
 
     def __init__(
         self,
-        api: kubernetes_asyncio.client.CoordinationV1Api,
+        list_objects: Callable[..., Awaitable[Any]],
         name: str,
         namespace: str,
         *,
         resource_version: str | None,
         timeout_seconds: int,
         ensure_open: Callable[[], None],
+        resource: str = "leases",
     ) -> None:
-        self._api = api
+        self._list_objects = list_objects
+        self._resource = resource
         self._name = name
         self._namespace = namespace
         self._lease = f"{namespace}/{name}"
@@ -97,7 +100,7 @@ class LeaseWatch:
             kwargs["allow_watch_bookmarks"] = "true"
         try:
             with self._mapped_errors(), anyio.fail_after(self._bound):
-                self._response = await self._api.list_namespaced_lease(self._namespace, **kwargs)
+                self._response = await self._list_objects(self._namespace, **kwargs)
                 status = self._response.status
                 body = b"" if status == 200 else await self._response.read()
         except BaseException:
@@ -120,6 +123,7 @@ class LeaseWatch:
                 body=body,
                 headers=self._response.headers,
                 resource_version=self._resource_version,
+                resource=self._resource,
             )
         return self
 
@@ -154,7 +158,13 @@ class LeaseWatch:
             self._response.close()
 
     def _mapped_errors(self) -> AbstractContextManager[None]:
-        return map_errors("watch", name=self._name, namespace=self._namespace, timeout=self._bound)
+        return map_errors(
+            "watch",
+            name=self._name,
+            namespace=self._namespace,
+            timeout=self._bound,
+            resource=self._resource,
+        )
 
     async def _next_line(self) -> bytes | None:
         """The next line of the stream (without its newline), or ``None`` at its end."""
@@ -205,6 +215,7 @@ class LeaseWatch:
                 namespace=self._namespace,
                 body=obj if isinstance(obj, Mapping) else None,
                 resource_version=self._resource_version,
+                resource=self._resource,
             )
         try:
             event_type = WatchEventType(kind)
@@ -218,7 +229,9 @@ class LeaseWatch:
             if not isinstance(version, str) or not version:
                 raise self._invalid("a BOOKMARK without metadata.resourceVersion")
             return WatchEvent(event_type, version, None)
-        snapshot = snapshot_from_object(obj, status=None, verb="watch", lease=self._lease)
+        snapshot = snapshot_from_object(
+            obj, status=None, verb="watch", lease=self._lease, resource=self._resource
+        )
         metadata = snapshot.obj["metadata"]
         name, namespace = metadata.get("name"), metadata.get("namespace")
         if (name is not None and name != self._name) or (

@@ -127,6 +127,27 @@ def test_a_deleted_held_lease_keeps_its_claim_until_it_would_have_expired() -> N
     assert view.deleted_claim_ends(fallback_duration=15) == float("-inf")
 
 
+def test_a_deleted_event_names_the_last_holder_even_one_never_seen_before() -> None:
+    view = LeaseView()
+    view.update(snapshot(5, holder="me", duration=10), at=100.0)
+    # Someone took over, unseen (our watch lagged), then the Lease was deleted: the DELETED
+    # event's object is its very last state.
+    view.update(None, at=104.0, version="8", last=snapshot(7, holder="taker", duration=20))
+    deleted = view.deleted_holder
+    assert deleted is not None and deleted.record.holder_identity == "taker"
+    assert view.deleted_exactly
+    assert view.deleted_claim_ends(fallback_duration=15) == 124.0
+
+
+def test_a_404_after_a_gap_is_not_exact_about_the_last_holder() -> None:
+    view = LeaseView()
+    view.update(snapshot(5, holder="me", duration=10), at=100.0)
+    view.update(None, at=104.0, authoritative=True)  # a read: 404
+    deleted = view.deleted_holder
+    assert deleted is not None and deleted.record.holder_identity == "me"
+    assert not view.deleted_exactly  # others may have written, unseen, before the deletion
+
+
 def test_a_deleted_free_lease_leaves_no_claim() -> None:
     view = LeaseView()
     view.update(snapshot(5, holder=""), at=100.0)

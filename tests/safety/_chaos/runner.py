@@ -133,10 +133,17 @@ class TimedRequests(RequestCounter):
     def __init__(self) -> None:
         super().__init__()
         self.arrivals: list[tuple[float, RequestInfo]] = []
+        self.readers: set[tuple[str | None, str | None, str | None]] = set()
+        """(user, namespace, name) of each Lease a user has read (a GET answered 200)."""
 
     def record(self, info: RequestInfo) -> None:
         super().record(info)
         self.arrivals.append((time.monotonic(), info))
+
+    def record_answer(self, info: RequestInfo, code: int) -> None:
+        super().record_answer(info, code)
+        if info.verb == "get" and code == 200:
+            self.readers.add((info.user, info.namespace, info.name))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -657,6 +664,17 @@ def _plan_deletion(
     def delete_now() -> None:
         if not cut_off:
             return
+        blind = [
+            name
+            for name, candidate in stage.candidates.items()
+            if not candidate.stopping and not _has_seen_lease(stage, name)
+        ]
+        if blind:
+            # A candidate that has never seen the Lease cannot know it was held: to it, a
+            # 404 is a Lease that never existed (so to client-go). Deleting a held Lease is
+            # safe only once every candidate has seen it; docs/safety.md says so.
+            journal.count("DeleteLease skipped (a candidate had not seen the Lease yet)")
+            return
         stored = server.lease(stage.namespace, stage.name)
         held = term_of(stored) is not None
         journal.deletions.append((time.monotonic(), held))
@@ -674,6 +692,16 @@ def _plan_deletion(
     at(event.at, partition_now)
     at(event.at + event.delete_after, delete_now)
     at(event.at + event.partition, heal_now)
+
+
+def _has_seen_lease(stage: _Stage, name: str) -> bool:
+    """True once ``name`` has read the Lease or written it (the server says so)."""
+    requests = stage.server.requests
+    if isinstance(requests, TimedRequests) and (
+        (name, stage.namespace, stage.name) in requests.readers
+    ):
+        return True
+    return any(write.user == name for write in stage.server.writes)
 
 
 async def _delete_lease(
